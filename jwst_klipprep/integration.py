@@ -1,0 +1,24 @@
+"""Entry point for stpipe: the steps this package provides.
+
+``stpipe`` calls :func:`get_steps` on every ``strun`` / ``stpipe list``, so this module imports
+nothing heavy.  The aliases here are the only way an alias becomes resolvable by ``strun``;
+``tests/test_integration.py`` checks that they match each class's ``class_alias``.
+"""
+
+__all__ = ["ALL_SUFFIXES", "STEPS", "get_steps"]
+
+#: (fully qualified class name, alias == cal_step key, output suffix, is_pipeline)
+STEPS = (
+    ("jwst_klipprep.steps.replace_nans_step.ReplaceNansStep", "replace_nans", "nanrep", False),
+    ("jwst_klipprep.steps.pad_frames_step.PadFramesStep", "pad_frames", "padded", False),
+)
+
+#: Suffixes the package writes; stripped from input names so they never chain.
+ALL_SUFFIXES = tuple(s[2] for s in STEPS) + tuple(s[1] for s in STEPS) + tuple(
+    s[0].rsplit(".", 1)[1].lower() for s in STEPS
+)
+
+
+def get_steps():
+    """Return the ``(class name, alias, is_pipeline)`` tuples for the stpipe entry point."""
+    return [(name, alias, is_pipeline) for name, alias, _, is_pipeline in STEPS]

@@ -1,0 +1,1 @@
+"""The stpipe steps: thin wrappers that open, check, call an algorithm and record."""
