@@ -10,6 +10,8 @@ __all__ = ["ALL_SUFFIXES", "STEPS", "get_steps"]
 #: (fully qualified class name, alias == cal_step key, output suffix, is_pipeline)
 STEPS = (
     ("jwst_klipprep.steps.replace_nans_step.ReplaceNansStep", "replace_nans", "nanrep", False),
+    ("jwst_klipprep.steps.update_nircam_centers_step.UpdateNircamCentersStep",
+     "update_nircam_centers", "nrccen", False),
     ("jwst_klipprep.steps.pad_frames_step.PadFramesStep", "pad_frames", "padded", False),
 )
 
