@@ -1,4 +1,4 @@
-"""``klipprep demo``: simulate a dataset, run the steps through its ASN, report against the truth."""
+"""``klipprep demo``: simulate a dataset, run the steps on its ASN, report against the truth."""
 
 import json
 import logging

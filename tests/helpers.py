@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-
 from conftest import make_model
 
 
