@@ -9,6 +9,10 @@ __all__ = ["ALL_SUFFIXES", "STEPS", "get_steps"]
 
 #: (fully qualified class name, alias == cal_step key, output suffix, is_pipeline)
 STEPS = (
+    ("jwst_klipprep.steps.subtract_background_step.SubtractBackgroundStep",
+     "subtract_background", "bkgsub", False),
+    ("jwst_klipprep.steps.subtract_median_step.SubtractMedianStep", "subtract_median", "medsub",
+     False),
     ("jwst_klipprep.steps.replace_nans_step.ReplaceNansStep", "replace_nans", "nanrep", False),
     ("jwst_klipprep.steps.update_nircam_centers_step.UpdateNircamCentersStep",
      "update_nircam_centers", "nrccen", False),
