@@ -39,7 +39,10 @@ def _parser():
 def main(argv=None):
     """Entry point of the ``klipprep`` command."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("jwst_klipprep").addHandler(console)
     if args.nints < 1:
         print("klipprep: --nints must be >= 1", file=sys.stderr)
         return 2

@@ -15,35 +15,89 @@ log = logging.getLogger(__name__)
 
 #: The steps the demo runs, in pipeline order, with the parameters it uses.
 DEMO_CHAIN = (
+    ("jwst_klipprep.steps.subtract_background_step", "SubtractBackgroundStep", {}),
+    ("jwst_klipprep.steps.subtract_median_step", "SubtractMedianStep", {}),
     ("jwst_klipprep.steps.replace_nans_step", "ReplaceNansStep", {}),
+    ("jwst_klipprep.steps.update_nircam_centers_step", "UpdateNircamCentersStep", {}),
     ("jwst_klipprep.steps.pad_frames_step", "PadFramesStep", {"npix": [20]}),
 )
 
+#: Loggers whose INFO lines go to the demo's log file.
+_LOGGERS = ("jwst_klipprep", "stpipe", "jwst")
 
-def _defect_pixels(exposure, shape):
-    """Set of (y, x) pixels the simulator flagged DO_NOT_USE with NaN data."""
-    defects = exposure.get("dq_defects", {}) or {}
-    pixels = {tuple(p) for key in ("hot", "dead") for p in defects.get(key, [])}
-    for y0, x0, size in defects.get("clusters", []):
-        pixels |= {(y0 + i, x0 + j) for i in range(size) for j in range(size)}
-    column = defects.get("bad_column")
-    if column is not None:
-        pixels |= {(y, column) for y in range(shape[0])}
-    return pixels
+
+def _records(model, alias):
+    return model.meta.instance.get("klipprep", {}).get(alias, {})
+
+
+def _targets(models, truth):
+    for model in models:
+        exposure = truth["by_name"].get(model.meta.filename)
+        if exposure is not None and exposure["kind"] in ("SCI", "REF"):
+            yield model, exposure
+
+
+def _bkg_truth(truth, kind):
+    levels = [p for e in truth["exposures"] if e["kind"] == kind for p in e["pedestal"]]
+    return float(np.median(levels)) if levels else None
+
+
+def _report_subtract_background(models, truth):
+    lines = []
+    for model, exposure in _targets(models, truth):
+        got = _records(model, "subtract_background")
+        if not got or "median_level_subtracted" not in got:
+            continue
+        true = _bkg_truth(truth, got["background_kind"])
+        level = float(np.median(got["median_level_subtracted"]))
+        lines.append(f"  {model.meta.filename} ({exposure['kind']}): subtracted "
+                     f"{got['background_kind']} level {level:.4f} (true median background "
+                     f"pedestal {true:.4f}, x flat)")
+    return lines
+
+
+def _report_subtract_median(models, truth):
+    lines = []
+    for model, exposure in _targets(models, truth):
+        got = _records(model, "subtract_median")
+        if not got:
+            continue
+        bkg = _records(model, "subtract_background")
+        true = np.array(exposure["pedestal"])
+        if bkg.get("background_kind"):
+            true = true - _bkg_truth(truth, bkg["background_kind"])
+        diff = np.array(got["level"]) - true
+        lines.append(f"  {model.meta.filename}: measured - injected pedestal: mean "
+                     f"{diff.mean():+.4f}, std {diff.std():.4f} (quoted error "
+                     f"{np.median(got['level_error']):.1e}; the mean is the stellar halo)")
+    return lines
+
+
+def _report_update_nircam_centers(models, truth):
+    lines = []
+    for model in models:
+        got = _records(model, "update_nircam_centers")
+        if not got:
+            continue
+        before = np.subtract(got["siaf_ref_xy"][::-1], 1) - truth["mask_center_yx"]
+        after = np.subtract(get_center_yx(model, "mask"), truth["mask_center_yx"])
+        lines.append(f"  {model.meta.filename}: mask centre error vs truth (dy, dx) px "
+                     f"({before[0]:+.3f}, {before[1]:+.3f}) -> ({after[0]:+.3f}, {after[1]:+.3f})")
+    return lines[:3] + ([f"  ... and {len(lines) - 3} more"] if len(lines) > 3 else [])
 
 
 def _report_replace_nans(models, truth):
     lines = []
     for model in models:
         exposure = truth["by_name"].get(model.meta.filename)
-        got = model.meta.instance.get("klipprep", {}).get("replace_nans", {})
+        got = _records(model, "replace_nans")
         if exposure is None or not got:
             continue
-        ny, nx = truth["shape"]
-        expected = len(_defect_pixels(exposure, (ny, nx))) * len(got["n_replaced_per_integration"])
+        expected = int(exposure["nan_pixels_per_integration"]) * int(exposure["nints"])
+        no_bkg = _records(model, "subtract_background").get("n_no_background", 0)
         lines.append(
-            f"  {model.meta.filename}: replaced {got['n_replaced']} NaN pixels "
-            f"(injected DO_NOT_USE defects: {expected})"
+            f"  {model.meta.filename}: replaced {got['n_replaced']} NaN pixels (injected NaN "
+            f"pixels: {expected}, + {no_bkg} without background)"
         )
     return lines
 
@@ -51,7 +105,7 @@ def _report_replace_nans(models, truth):
 def _report_pad_frames(models, truth):
     lines = []
     for model in models:
-        got = model.meta.instance.get("klipprep", {}).get("pad_frames", {})
+        got = _records(model, "pad_frames")
         if not got:
             continue
         left, _, bottom, _ = got["npix_left_right_bottom_top"]
@@ -64,7 +118,13 @@ def _report_pad_frames(models, truth):
     return lines
 
 
-_REPORTS = {"replace_nans": _report_replace_nans, "pad_frames": _report_pad_frames}
+_REPORTS = {
+    "subtract_background": _report_subtract_background,
+    "subtract_median": _report_subtract_median,
+    "replace_nans": _report_replace_nans,
+    "update_nircam_centers": _report_update_nircam_centers,
+    "pad_frames": _report_pad_frames,
+}
 
 
 def _plot(before, after, path, title):
@@ -110,6 +170,12 @@ def run_demo(outdir="klipprep_demo", *, instrument="NIRCAM", nints=10, seed=0):
           f"({nints} integrations, {truth['shape'][0]}x{truth['shape'][1]}) in {t_sim:.1f} s")
     print(f"  association: {sim.asn_path}")
 
+    log_path = outdir / "klipprep_demo.log"
+    handler = logging.FileHandler(log_path, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s"))
+    for name in _LOGGERS:
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
     before = ModelContainer(str(sim.asn_path))
     current = str(sim.asn_path)
     timings = []
@@ -117,7 +183,7 @@ def run_demo(outdir="klipprep_demo", *, instrument="NIRCAM", nints=10, seed=0):
     for module_name, class_name, params in DEMO_CHAIN:
         step_class = getattr(importlib.import_module(module_name), class_name)
         t1 = time.perf_counter()
-        current = step_class.call(current, **params)
+        current = step_class.call(current, configure_log=False, **params)
         timings.append((step_class.class_alias, time.perf_counter() - t1))
         report.append(f"{step_class.class_alias}:")
         report.extend(_REPORTS[step_class.class_alias](list(current), truth))
@@ -134,6 +200,10 @@ def run_demo(outdir="klipprep_demo", *, instrument="NIRCAM", nints=10, seed=0):
           "klipprep demo: first science integration before / after")
     summary = {"timings_s": dict(timings), "simulate_s": t_sim, "report": report}
     (outdir / "demo_report.json").write_text(json.dumps(summary, indent=2))
-    print(f"products in {products}/, figure {png}, report {outdir / 'demo_report.json'}")
+    for name in _LOGGERS:
+        logging.getLogger(name).removeHandler(handler)
+    handler.close()
+    print(f"products in {products}/, figure {png}, log {log_path}, "
+          f"report {outdir / 'demo_report.json'}")
     print(f"total {time.perf_counter() - t0:.1f} s")
     return 0
