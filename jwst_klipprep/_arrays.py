@@ -27,6 +27,7 @@ __all__ = [
     "get_center_yx",
     "record",
     "set_center_yx",
+    "set_fits_keyword",
     "set_status",
     "shift_geometry",
 ]
@@ -178,6 +179,11 @@ def _set_sci_keyword(model, key, value, comment=""):
             card[1] = value
             return
     header.append([key, value, comment])
+
+
+def set_fits_keyword(model, key, value, comment=""):
+    """Write a keyword into the SCI header of the saved file (a FITS-visible summary)."""
+    _set_sci_keyword(model, key, value, comment)
 
 
 def get_center_yx(model, which="crpix"):

@@ -13,9 +13,11 @@ STEPS = (
      "subtract_background", "bkgsub", False),
     ("jwst_klipprep.steps.subtract_median_step.SubtractMedianStep", "subtract_median", "medsub",
      False),
+    ("jwst_klipprep.steps.fix_bad_pixels_step.FixBadPixelsStep", "fix_bad_pixels", "bpfix", False),
     ("jwst_klipprep.steps.replace_nans_step.ReplaceNansStep", "replace_nans", "nanrep", False),
     ("jwst_klipprep.steps.update_nircam_centers_step.UpdateNircamCentersStep",
      "update_nircam_centers", "nrccen", False),
+    ("jwst_klipprep.steps.align_frames_step.AlignFramesStep", "align_frames", "aligned", False),
     ("jwst_klipprep.steps.pad_frames_step.PadFramesStep", "pad_frames", "padded", False),
 )
 

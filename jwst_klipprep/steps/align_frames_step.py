@@ -1,0 +1,161 @@
+"""Align every frame (second roll, references) to the first science integration."""
+
+import logging
+
+import numpy as np
+
+from jwst_klipprep._arrays import (
+    FrameArrays,
+    dq_bits,
+    get_center_yx,
+    record,
+    set_fits_keyword,
+    set_status,
+)
+from jwst_klipprep._base import InputError, KlipPrepStep, members
+from jwst_klipprep._geometry import apply_shift, pending_shift, set_pending_shift
+from jwst_klipprep._members import classify_members
+from jwst_klipprep._transmission import transmission_map
+from jwst_klipprep.algorithms.registration import measure_shift
+from jwst_klipprep.psf.builtin import default_pixel_scale
+
+__all__ = ["AlignFramesStep"]
+
+log = logging.getLogger(__name__)
+
+
+class AlignFramesStep(KlipPrepStep):
+    """Measure and apply the sub-pixel shift of every integration onto the first science one."""
+
+    class_alias = "align_frames"
+
+    spec = """
+        reference = option("first_integration", "median", default="first_integration")  # Reference: integration 0 of the first science exposure, or the median of that exposure
+        use_dither_offsets = boolean(default=True)  # Start the fit from the commanded XOFFSET/YOFFSET differences
+        weighting = option("transmission", "transmission2", "none", default="transmission")  # Pixel weights: coronagraph transmission, its square, or none
+        psfmask = string(default=None)  # Transmission map file (default: analytic mask model)
+        fit_radius = float(default=None, min=1.0)  # Fit only pixels within this radius (px) of the mask centre; None = whole frame
+        fit_offset = boolean(default=True)  # Fit an additive offset per integration (residual background differences)
+        robust = option("huber", "tukey", "none", default="huber")  # Outlier-robust re-weighting of the fit
+        bad_flags = string(default="DO_NOT_USE")  # DQ flags of pixels not used
+        method = option("sinc", "lanczos", "fourier", default="sinc")  # Interpolation kernel of the shift
+        apply = boolean(default=True)  # Resample the frames (False: record the shifts only; the klipprep pipeline composes them)
+    """  # noqa: E501
+
+    def process(self, step_input):
+        """Align all science and reference exposures of an ASN or list to one reference."""
+        models = self.open_input(step_input)
+        group = members(models)
+        roles = classify_members(group)
+        targets = [(m, r.kind) for m, r in zip(group, roles, strict=True)
+                   if r.kind in ("SCI", "REF")]
+        science = [m for m, kind in targets if kind == "SCI"]
+        if not science:
+            raise InputError(f"{group[0].meta.filename}: align_frames needs at least one science "
+                             "exposure (ASN exptype 'science')")
+        bad_bits = dq_bits(self.bad_flags)
+        ref_model = science[0]
+        ref_arrays = FrameArrays.from_model(ref_model)
+        reference, reference_err, reference_bad = self._reference(ref_arrays, bad_bits)
+        shape = ref_arrays.shape[-2:]
+        weights = self._weights(ref_model, shape)
+        ref_pending = pending_shift(ref_model)
+        ref_pending = np.zeros(2) if ref_pending is None else ref_pending[0]
+        ref_star = np.add(get_center_yx(ref_model, "star"), ref_pending)
+        scale = default_pixel_scale(ref_model.meta.instrument.name,
+                                    filter=ref_model.meta.instrument.filter)
+        for model, kind in targets:
+            arrays = FrameArrays.from_model(model)
+            if arrays.shape[-2:] != shape:
+                raise InputError(f"{model.meta.filename}: frame shape {arrays.shape[-2:]} differs "
+                                 f"from the reference {ref_model.meta.filename} ({shape})")
+            guess = self._guess(model, ref_model, scale)
+            fit = measure_shift(
+                reference, arrays.data, weights=weights, bad=(arrays.dq & bad_bits) != 0,
+                err=arrays.err, reference_bad=reference_bad, reference_err=reference_err,
+                guess_yx=guess, robust=None if self.robust == "none" else self.robust,
+                fit_offset=self.fit_offset,
+                method="sinc" if self.method == "fourier" else self.method,
+            )
+            failed = ~np.all(np.isfinite(fit.shift_yx), axis=1)
+            if failed.all():
+                raise ValueError(f"{model.meta.filename}: alignment fit failed for every "
+                                 "integration (no usable overlap with the reference)")
+            measured = np.where(failed[:, None], np.nanmedian(fit.shift_yx, axis=0), fit.shift_yx)
+            applied = ref_pending - measured
+            self._record(model, kind, fit, measured, applied, guess, failed, ref_model)
+            if self.apply:
+                lost = apply_shift(model, applied, bad_bits=bad_bits, method=self.method,
+                                   star_yx=tuple(ref_star))
+            else:
+                set_pending_shift(model, applied, star_yx=ref_star)
+                lost = 0
+            log.info(
+                "align_frames: %s (%s): shift to the reference (dy, dx) median (%+.4f, %+.4f) "
+                "+- (%.4f, %.4f) px, flux scale %.4f, %s%s",
+                model.meta.filename, kind, *np.median(measured, axis=0),
+                *np.median(fit.shift_err_yx, axis=0), float(np.nanmedian(fit.scale)),
+                "applied" if self.apply else "recorded for the pipeline",
+                f"; {int((~fit.converged).sum())} integration(s) not converged (kept), "
+                f"{int(failed.sum())} failed (median used)" if (~fit.converged).any() else "",
+            )
+            if lost:
+                log.info("align_frames: %s: %d pixel(s) lost their support (NaN, DO_NOT_USE)",
+                         model.meta.filename, lost)
+        for model, role in zip(group, roles, strict=True):
+            if role.kind not in ("SCI", "REF"):
+                set_status(model, self.class_alias, "SKIPPED")
+        return models
+
+    def _reference(self, arrays, bad_bits):
+        bad = (arrays.dq[:1] & bad_bits) != 0
+        if self.reference == "first_integration":
+            return arrays.data[0], arrays.err[0], bad[0]
+        data = np.where((arrays.dq & bad_bits) != 0, np.nan, arrays.data)
+        with np.errstate(all="ignore"):
+            median = np.nanmedian(data, axis=0)
+            n = np.sum(np.isfinite(data), axis=0)
+            mean_var = np.nanmean(arrays.err.astype(float) ** 2, axis=0)
+            err = 1.2533 * np.sqrt(mean_var / np.maximum(n, 1))
+        return median, err, ~np.isfinite(median)
+
+    def _weights(self, model, shape):
+        weights = None
+        if self.weighting != "none":
+            weights = transmission_map(model, shape, psfmask=self.psfmask)
+            if weights is not None and self.weighting == "transmission2":
+                weights = weights**2
+        if self.fit_radius:
+            cy, cx = get_center_yx(model, "mask")
+            yy, xx = np.mgrid[: shape[0], : shape[1]]
+            inside = np.hypot(yy - cy, xx - cx) <= self.fit_radius
+            weights = inside.astype(float) if weights is None else weights * inside
+        return weights
+
+    def _guess(self, model, ref_model, scale):
+        if not self.use_dither_offsets:
+            return None
+        offsets = []
+        for m in (model, ref_model):
+            x, y = m.meta.dither.x_offset, m.meta.dither.y_offset
+            if x is None or y is None:
+                return None
+            offsets.append((float(y), float(x)))
+        return ((offsets[0][0] - offsets[1][0]) / scale, (offsets[0][1] - offsets[1][1]) / scale)
+
+    def _record(self, model, kind, fit, measured, applied, guess, failed, ref_model):
+        record(
+            model, self.class_alias, role=kind, reference=ref_model.meta.filename,
+            reference_mode=self.reference, guess_yx=guess, shift_yx=measured,
+            shift_err_yx=fit.shift_err_yx, scale=fit.scale, scale_err=fit.scale_err,
+            chi2_red=fit.chi2_red, converged=fit.converged, failed=failed,
+            applied_shift_yx=applied,
+            applied=bool(self.apply),
+        )
+        med = np.median(applied, axis=0)
+        err = np.median(fit.shift_err_yx, axis=0)
+        set_fits_keyword(model, "ALGSHFTX", float(med[1]), "align_frames applied x shift (px)")
+        set_fits_keyword(model, "ALGSHFTY", float(med[0]), "align_frames applied y shift (px)")
+        set_fits_keyword(model, "ALGERRX", float(err[1]), "align_frames x shift error (px)")
+        set_fits_keyword(model, "ALGERRY", float(err[0]), "align_frames y shift error (px)")
+        set_status(model, self.class_alias)

@@ -1,0 +1,185 @@
+"""Detect bad pixels several ways and repair them several ways, flagging every change in DQ."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from stdatamodels.jwst.datamodels import dqflags
+
+from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status
+from jwst_klipprep._base import InputError, KlipPrepStep
+from jwst_klipprep.algorithms.badpix import (
+    find_custom,
+    find_dq,
+    find_nonfinite,
+    find_spatial,
+    find_temporal,
+    repair,
+)
+from jwst_klipprep.psf.builtin import FILTERS
+
+__all__ = ["FixBadPixelsStep"]
+
+log = logging.getLogger(__name__)
+
+FIND_NAMES = ("dq", "temporal", "spatial", "custom")
+FIX_NAMES = ("temporal", "local", "interp")
+DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]
+NON_SCIENCE = dqflags.pixel["NON_SCIENCE"]
+FLUX_ESTIMATED = dqflags.pixel["FLUX_ESTIMATED"]
+OUTLIER = dqflags.pixel["OUTLIER"]
+
+
+class FixBadPixelsStep(KlipPrepStep):
+    """Find bad pixels (DQ, temporal, spatial, custom) and repair them (temporal, local, interp)."""
+
+    class_alias = "fix_bad_pixels"
+
+    spec = """
+        find = force_list(default=list("dq", "temporal", "spatial"))  # Detection methods, in order: dq, temporal, spatial, custom
+        fix = force_list(default=list("temporal", "interp"))  # Repair methods, in order: temporal, local, interp
+        dq_flags = string(default="DO_NOT_USE")  # DQ flags that mark a pixel bad (find=dq); NON_SCIENCE pixels are left alone
+        sigma = float(default=5.0, min=2.0, max=100.0)  # Detection threshold (noise sigma) for bright outliers
+        neg_sigma = float(default=None, min=2.0, max=100.0)  # Threshold for dark outliers (default: sigma)
+        min_nints = integer(default=3, min=3)  # find=temporal is skipped (with a log line) below this many integrations
+        footprint = integer(default=3, min=3, max=9)  # Neighbourhood size (odd) of find=spatial and fix=local
+        custom_mask = string(default=None)  # find=custom: FITS file, 2-D or 3-D, non-zero = bad (first image HDU, or DQ/SCI)
+        custom_pixels = int_list(default=None)  # find=custom: y1,x1,y2,x2,... pixels (0-indexed) bad in every integration
+        min_good = integer(default=3, min=1)  # Fewest good donors for a temporal or local repair
+        cutoff = float(default=None, min=0.01, max=0.5)  # fix=interp band limit (cycles/px); default from the filter wavelength
+        flag_outliers = boolean(default=True)  # OR the OUTLIER flag into pixels found by temporal, spatial or custom
+    """  # noqa: E501
+
+    def process(self, step_input):
+        """Check the method names before opening anything, then process each member."""
+        self._find = [str(n).strip().lower() for n in self.find or [] if str(n).strip()]
+        self._fix = [str(n).strip().lower() for n in self.fix or [] if str(n).strip()]
+        for kind, names, valid in (("find", self._find, FIND_NAMES), ("fix", self._fix, FIX_NAMES)):
+            unknown = [n for n in names if n not in valid]
+            if unknown:
+                raise ValueError(f"fix_bad_pixels: unknown {kind} method(s) {unknown}; valid: "
+                                 f"{', '.join(valid)}")
+        if "custom" in self._find and not (self.custom_mask or self.custom_pixels):
+            raise ValueError("fix_bad_pixels: find=custom needs custom_mask or custom_pixels")
+        if self.custom_pixels and len(self.custom_pixels) % 2:
+            raise ValueError("fix_bad_pixels: custom_pixels must be pairs y,x")
+        if self.footprint % 2 == 0:
+            raise ValueError(f"fix_bad_pixels: footprint must be odd, got {self.footprint}")
+        return super().process(step_input)
+
+    def process_model(self, model):
+        """Detect and repair the bad pixels of one model (the step's own copy)."""
+        arrays = FrameArrays.from_model(model)
+        data, err, dq = arrays.data, arrays.err, np.asarray(arrays.dq)
+        nonsci = (dq & NON_SCIENCE) != 0
+        bad = find_nonfinite(data, ignore=nonsci)
+        found = {"nonfinite": int(bad.sum())}
+        detected = np.zeros(data.shape, bool)
+        for name in self._find:
+            if name == "dq":
+                new = find_dq(dq, bad_bits=dq_bits(self.dq_flags), ignore_bits=NON_SCIENCE) & ~bad
+            else:
+                new = self._detect(name, model, data, err, bad | nonsci) & ~nonsci
+                detected |= new
+            found[name] = int(new.sum())
+            bad |= new
+        work = np.where(nonsci, np.nan, data)  # NON_SCIENCE pixels are never donors
+        remaining, repaired = bad.copy(), np.zeros(data.shape, bool)
+        out_err = err
+        repaired_by = {}
+        for name in self._fix:
+            if not remaining.any():
+                break
+            result = repair(work, remaining, err=out_err, method=name, **self._fix_options(
+                name, model))
+            work, out_err = result.data, result.err if result.err is not None else out_err
+            repaired |= result.repaired
+            repaired_by[name] = int(result.repaired.sum())
+            remaining = result.remaining
+        out = np.where(nonsci, data, work)
+        out[remaining] = np.nan
+        outliers = detected if self.flag_outliers else np.zeros_like(detected)
+        self._write_back(arrays, out, out_err, dq, repaired, remaining, outliers, err)
+        arrays.to_model(model)
+        record(
+            model, self.class_alias, find=self._find, fix=self._fix, found=found,
+            repaired=repaired_by, n_repaired=int(repaired.sum()),
+            n_unrepaired=int(remaining.sum()), n_detected_new=int(detected.sum()),
+            sigma=self.sigma, neg_sigma=self.neg_sigma,
+        )
+        set_status(model, self.class_alias)
+        log.info(
+            "fix_bad_pixels: %s: found %s; repaired %d pixel(s) %s (flagged FLUX_ESTIMATED), %d "
+            "left NaN and DO_NOT_USE",
+            model.meta.filename, ", ".join(f"{k} {v}" for k, v in found.items()),
+            int(repaired.sum()), repaired_by, int(remaining.sum()),
+        )
+
+    # ----------------------------------------------------------------------------------------
+
+    def _detect(self, name, model, data, err, bad):
+        if name == "temporal":
+            if data.shape[0] < self.min_nints:
+                log.info("fix_bad_pixels: %s: find=temporal skipped (%d integration(s) < "
+                         "min_nints %d)", model.meta.filename, data.shape[0], self.min_nints)
+                return np.zeros(data.shape, bool)
+            return find_temporal(data, err=err, bad=bad, sigma=self.sigma,
+                                 neg_sigma=self.neg_sigma, min_nints=self.min_nints)
+        if name == "spatial":
+            return find_spatial(data, err=err, bad=bad, sigma=self.sigma,
+                                neg_sigma=self.neg_sigma, footprint=self.footprint)
+        mask = None
+        if self.custom_mask:
+            mask = self._load_mask(data.shape)
+        pixels = None
+        if self.custom_pixels:
+            values = list(self.custom_pixels)
+            pixels = list(zip(values[::2], values[1::2], strict=True))
+        return find_custom(data.shape, mask=mask, pixels=pixels)
+
+    def _load_mask(self, shape):
+        path = Path(self.custom_mask)
+        if not path.exists():
+            raise InputError(f"{path}: custom bad-pixel mask not found")
+        with fits.open(path) as hdul:
+            hdu = next((h for h in hdul if h.name in ("DQ", "SCI") and h.data is not None), None)
+            hdu = hdu or next((h for h in hdul if getattr(h, "data", None) is not None), None)
+            if hdu is None:
+                raise InputError(f"{path}: no image in the custom mask file")
+            mask = np.asarray(hdu.data) != 0
+        if mask.shape not in (shape[-2:], shape):
+            raise InputError(f"{path}: custom mask shape {mask.shape} does not match the frames "
+                             f"{shape}")
+        return mask
+
+    def _fix_options(self, name, model):
+        if name == "temporal":
+            return {"min_good": self.min_good}
+        if name == "local":
+            return {"footprint": self.footprint, "min_good": self.min_good}
+        cutoff = self.cutoff
+        if cutoff is None:
+            spec = FILTERS.get(str(model.meta.instrument.filter).upper())
+            wavelength = spec.center_um if spec is not None else 4.4
+            cutoff = min(0.5, 0.36 * 4.4 / wavelength)
+        return {"cutoff": cutoff}
+
+    @staticmethod
+    def _write_back(arrays, out, out_err, dq, repaired, remaining, detected, err_in):
+        arrays.data = out
+        new_err = np.where(repaired, out_err, err_in)
+        dq = dq | np.where(detected, np.uint32(OUTLIER), np.uint32(0))
+        dq = np.where(repaired, (dq | FLUX_ESTIMATED) & ~np.uint32(DO_NOT_USE), dq)
+        dq = dq | np.where(remaining, np.uint32(DO_NOT_USE), np.uint32(0))
+        arrays.dq = dq.astype(np.uint32)
+        # VAR_* of repaired pixels: keep their proportions, scaled to the new ERR^2
+        if arrays.var:
+            total = sum(v.astype(np.float64) for v in arrays.var.values())
+            with np.errstate(invalid="ignore", divide="ignore"):
+                factor = np.where(total > 0, new_err.astype(np.float64) ** 2 / total, np.nan)
+            for key, var in arrays.var.items():
+                fallback = new_err**2 if key == "var_rnoise" else 0.0
+                scaled = np.where(np.isfinite(factor), var * factor, fallback)
+                arrays.var[key] = np.where(repaired, scaled, var)
+        arrays.err = new_err
