@@ -105,6 +105,16 @@ def check_asn(path):
     return asn
 
 
+def _plain_values(value):
+    if isinstance(value, dict):
+        return {k: _plain_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_values(v) for v in value)
+    if isinstance(value, str) and type(value) is not str:
+        return str(value)
+    return value
+
+
 class _PluginMixin:
     """Behaviour shared by the plugin steps and pipeline."""
 
@@ -124,6 +134,10 @@ class _PluginMixin:
     def get_stpipe_loggers():
         """Configure the package logger together with jwst's."""
         return (PACKAGE_LOGGER, *_JwstStep.get_stpipe_loggers())
+
+    def get_pars(self, full_spec=True):
+        """Parameters as plain Python values (strun wraps list items in a str subclass)."""
+        return _plain_values(super().get_pars(full_spec))
 
     def default_suffix(self):
         """The output suffix of this step (see `jwst_klipprep.integration.STEPS`)."""

@@ -19,6 +19,7 @@ STEPS = (
      "update_nircam_centers", "nrccen", False),
     ("jwst_klipprep.steps.align_frames_step.AlignFramesStep", "align_frames", "aligned", False),
     ("jwst_klipprep.steps.pad_frames_step.PadFramesStep", "pad_frames", "padded", False),
+    ("jwst_klipprep.pipeline.klipprep_pipeline.KlipPrepPipeline", "klipprep", "klipprep", True),
 )
 
 #: Suffixes the package writes; stripped from input names so they never chain.

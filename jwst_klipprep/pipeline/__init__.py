@@ -1,0 +1,1 @@
+"""The ``klipprep`` pipeline."""
