@@ -33,6 +33,7 @@ for large ``n`` and is 1 for ``n <= 2`` (see `median_error_factor`).
 import logging
 import math
 import operator
+import warnings
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -863,7 +864,8 @@ def _border(shape, width):
 
 
 def estimate_level(data, *, bad=None, method="masked", border_width=32, sigma=3.0, maxiters=5,
-                   threshold=4.0, dilate=8, smooth=1.0, transmission=None, transmission_min=0.9):
+                   threshold=4.0, dilate=8, smooth=1.0, transmission=None, transmission_min=0.9,
+                   mask_each=False):
     """Scalar background level of every integration.
 
     Parameters
@@ -896,6 +898,11 @@ def estimate_level(data, *, bad=None, method="masked", border_width=32, sigma=3.
         Coronagraph throughput (0..1).
     transmission_min : float, optional
         Minimum throughput of a usable pixel.
+    mask_each : bool, optional
+        ``"masked"`` only: detect sources in every integration (True) or once in the median of
+        the integrations (False, default: the sources of an exposure do not move, the median is
+        ``sqrt(nints)`` less noisy so fainter structure is masked, and it is several times
+        faster; transient outliers are removed by the final clipping).
 
     Returns
     -------
@@ -929,6 +936,13 @@ def estimate_level(data, *, bad=None, method="masked", border_width=32, sigma=3.
         usable = usable & _border(data.shape[1:], border_width)
     elif method == "masked":
         x = np.where(usable, data, np.nan)
+        if not mask_each and data.shape[0] > 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels stay NaN
+                # remove each frame's own level first, so that the mask does not depend on
+                # the pedestals (the estimate stays shift-equivariant)
+                frame_level = np.nanmedian(x.reshape(x.shape[0], -1), axis=1)
+                x = np.nanmedian(x - frame_level[:, None, None], axis=0)[None]
         usable = usable & ~_source_mask(x, threshold=threshold, dilate=dilate, smooth=smooth)
     nints = data.shape[0]
     st = _clipped_stats(np.where(usable, data, np.nan).reshape(nints, -1), sigma=sigma,

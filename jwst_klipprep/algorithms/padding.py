@@ -58,5 +58,8 @@ def pad_frames(array, pad, *, fill_value=np.nan):
     """
     left, right, bottom, top = pad
     array = np.asarray(array)
-    widths = [(0, 0)] * (array.ndim - 2) + [(bottom, top), (left, right)]
-    return np.pad(array, widths, mode="constant", constant_values=fill_value)
+    ny, nx = array.shape[-2:]
+    out = np.full((*array.shape[:-2], ny + bottom + top, nx + left + right), fill_value,
+                  dtype=array.dtype)  # faster than np.pad, same result
+    out[..., bottom:bottom + ny, left:left + nx] = array
+    return out

@@ -34,7 +34,7 @@ class AlignFramesStep(KlipPrepStep):
         use_dither_offsets = boolean(default=True)  # Start the fit from the commanded XOFFSET/YOFFSET differences
         weighting = option("transmission", "transmission2", "none", default="transmission")  # Pixel weights: coronagraph transmission, its square, or none
         psfmask = string(default=None)  # Transmission map file (default: analytic mask model)
-        fit_radius = float(default=None, min=1.0)  # Fit only pixels within this radius (px) of the mask centre; None = whole frame
+        fit_radius = float(default=64.0, min=4.0)  # Fit only pixels within this radius (px) of the mask centre; None = whole frame
         fit_offset = boolean(default=True)  # Fit an additive offset per integration (residual background differences)
         robust = option("huber", "tukey", "none", default="huber")  # Outlier-robust re-weighting of the fit
         bad_flags = string(default="DO_NOT_USE")  # DQ flags of pixels not used
@@ -59,6 +59,10 @@ class AlignFramesStep(KlipPrepStep):
         reference, reference_err, reference_bad = self._reference(ref_arrays, bad_bits)
         shape = ref_arrays.shape[-2:]
         weights = self._weights(ref_model, shape)
+        box = self._box(ref_model, shape)
+        reference, reference_err, reference_bad = (
+            a[box] for a in (reference, reference_err, reference_bad))
+        weights = None if weights is None else weights[box]
         ref_pending = pending_shift(ref_model)
         ref_pending = np.zeros(2) if ref_pending is None else ref_pending[0]
         ref_star = np.add(get_center_yx(ref_model, "star"), ref_pending)
@@ -70,9 +74,11 @@ class AlignFramesStep(KlipPrepStep):
                 raise InputError(f"{model.meta.filename}: frame shape {arrays.shape[-2:]} differs "
                                  f"from the reference {ref_model.meta.filename} ({shape})")
             guess = self._guess(model, ref_model, scale)
+            cut = (slice(None), *box)
             fit = measure_shift(
-                reference, arrays.data, weights=weights, bad=(arrays.dq & bad_bits) != 0,
-                err=arrays.err, reference_bad=reference_bad, reference_err=reference_err,
+                reference, arrays.data[cut], weights=weights,
+                bad=(arrays.dq[cut] & bad_bits) != 0, err=arrays.err[cut],
+                reference_bad=reference_bad, reference_err=reference_err,
                 guess_yx=guess, robust=None if self.robust == "none" else self.robust,
                 fit_offset=self.fit_offset,
                 method="sinc" if self.method == "fourier" else self.method,
@@ -131,6 +137,15 @@ class AlignFramesStep(KlipPrepStep):
             inside = np.hypot(yy - cy, xx - cx) <= self.fit_radius
             weights = inside.astype(float) if weights is None else weights * inside
         return weights
+
+    def _box(self, model, shape):
+        """Slices of the square that holds the fit circle (the whole frame without a radius)."""
+        if not self.fit_radius:
+            return (slice(None), slice(None))
+        cy, cx = get_center_yx(model, "mask")
+        r = int(np.ceil(self.fit_radius)) + 1
+        return tuple(slice(max(0, int(round(c)) - r), min(n, int(round(c)) + r + 1))
+                     for c, n in ((cy, shape[0]), (cx, shape[1])))
 
     def _guess(self, model, ref_model, scale):
         if not self.use_dither_offsets:
