@@ -167,19 +167,25 @@ class FixBadPixelsStep(KlipPrepStep):
 
     @staticmethod
     def _write_back(arrays, out, out_err, dq, repaired, remaining, detected, err_in):
+        """Data, ERR, DQ and VAR_* of the repaired pixels only (sparse: few pixels change)."""
         arrays.data = out
-        new_err = np.where(repaired, out_err, err_in)
-        dq = dq | np.where(detected, np.uint32(OUTLIER), np.uint32(0))
-        dq = np.where(repaired, (dq | FLUX_ESTIMATED) & ~np.uint32(DO_NOT_USE), dq)
-        dq = dq | np.where(remaining, np.uint32(DO_NOT_USE), np.uint32(0))
-        arrays.dq = dq.astype(np.uint32)
+        idx = np.nonzero(repaired)
+        new_err = np.array(err_in, dtype=np.float32, copy=True)
+        new_err[idx] = out_err[idx]
+        dq = np.array(dq, dtype=np.uint32, copy=True)
+        dq[detected] |= np.uint32(OUTLIER)
+        dq[idx] = (dq[idx] | np.uint32(FLUX_ESTIMATED)) & ~np.uint32(DO_NOT_USE)
+        dq[remaining] |= np.uint32(DO_NOT_USE)
+        arrays.dq = dq
         # VAR_* of repaired pixels: keep their proportions, scaled to the new ERR^2
         if arrays.var:
-            total = sum(v.astype(np.float64) for v in arrays.var.values())
+            err2 = new_err[idx].astype(np.float64) ** 2
+            total = sum(v[idx].astype(np.float64) for v in arrays.var.values())
             with np.errstate(invalid="ignore", divide="ignore"):
-                factor = np.where(total > 0, new_err.astype(np.float64) ** 2 / total, np.nan)
+                factor = np.where(total > 0, err2 / total, np.nan)
             for key, var in arrays.var.items():
-                fallback = new_err**2 if key == "var_rnoise" else 0.0
-                scaled = np.where(np.isfinite(factor), var * factor, fallback)
-                arrays.var[key] = np.where(repaired, scaled, var)
+                fallback = err2 if key == "var_rnoise" else 0.0
+                var = np.array(var, dtype=np.float32, copy=True)
+                var[idx] = np.where(np.isfinite(factor), var[idx] * factor, fallback)
+                arrays.var[key] = var
         arrays.err = new_err
