@@ -17,6 +17,8 @@ STEPS = (
     ("jwst_klipprep.steps.replace_nans_step.ReplaceNansStep", "replace_nans", "nanrep", False),
     ("jwst_klipprep.steps.update_nircam_centers_step.UpdateNircamCentersStep",
      "update_nircam_centers", "nrccen", False),
+    ("jwst_klipprep.steps.recenter_frames_step.RecenterFramesStep", "recenter_frames",
+     "recentered", False),
     ("jwst_klipprep.steps.align_frames_step.AlignFramesStep", "align_frames", "aligned", False),
     ("jwst_klipprep.steps.pad_frames_step.PadFramesStep", "pad_frames", "padded", False),
     ("jwst_klipprep.pipeline.klipprep_pipeline.KlipPrepPipeline", "klipprep", "klipprep", True),

@@ -39,6 +39,7 @@ class AlignFramesStep(KlipPrepStep):
         robust = option("huber", "tukey", "none", default="huber")  # Outlier-robust re-weighting of the fit
         bad_flags = string(default="DO_NOT_USE")  # DQ flags of pixels not used
         method = option("sinc", "lanczos", "fourier", default="sinc")  # Interpolation kernel of the shift
+        use_recenter = boolean(default=True)  # Place each exposure by the star position recenter_frames measured (the alignment fit then only corrects integration-to-integration jitter)
         apply = boolean(default=True)  # Resample the frames (False: record the shifts only; the klipprep pipeline composes them)
     """  # noqa: E501
 
@@ -89,6 +90,10 @@ class AlignFramesStep(KlipPrepStep):
                                  "integration (no usable overlap with the reference)")
             measured = np.where(failed[:, None], np.nanmedian(fit.shift_yx, axis=0), fit.shift_yx)
             applied = ref_pending - measured
+            own = pending_shift(model)
+            if self.use_recenter and own is not None:
+                # exposure placed by its measured star position, jitter from the fit
+                applied = own - (measured - np.median(measured, axis=0))
             self._record(model, kind, fit, measured, applied, guess, failed, ref_model)
             if self.apply:
                 lost = apply_shift(model, applied, bad_bits=bad_bits, method=self.method,

@@ -1,0 +1,190 @@
+"""Find the star behind the coronagraph mask with a model PSF and shift it to the array centre."""
+
+import logging
+
+import numpy as np
+from astropy.io import fits
+
+from jwst_klipprep import __version__
+from jwst_klipprep._arrays import (
+    FrameArrays,
+    dq_bits,
+    get_center_yx,
+    record,
+    set_center_yx,
+    set_fits_keyword,
+    set_status,
+)
+from jwst_klipprep._base import InputError, KlipPrepStep
+from jwst_klipprep._geometry import apply_shift, array_center_yx, set_pending_shift
+from jwst_klipprep._transmission import transmission_map
+from jwst_klipprep.algorithms.centering import extract_stamp, measure_star_offset
+from jwst_klipprep.psf import builtin
+from jwst_klipprep.psf.models import place_stamp, resolve_backend, stpsf_version
+from jwst_klipprep.psf.stamps import make_model_callable
+
+__all__ = ["RecenterFramesStep"]
+
+log = logging.getLogger(__name__)
+
+_MARGIN = 12  # stamp pixels beyond fit_radius, so the interpolation kernel has model support
+
+
+class RecenterFramesStep(KlipPrepStep):
+    """Measure the star's position behind the mask with a model PSF; move it to the array centre."""
+
+    class_alias = "recenter_frames"
+
+    spec = """
+        psf_model = option("auto", "stpsf", "builtin", "file", default="auto")  # PSF model: stpsf when STPSF_PATH holds valid data (auto), the data-free built-in optics, or a FITS file
+        psf_file = string(default=None)  # psf_model=file: FITS image of the occulted PSF with the mask centre at the array centre; PIXELSCL (arcsec) and optional OVERSAMP keywords
+        fit_radius = float(default=20.0, min=4.0, max=100.0)  # Fit pixels within this radius (px) of the mask centre
+        iterations = integer(default=2, min=0, max=10)  # Model re-evaluations at the fitted offset (0 = plain fit to the centred model)
+        weighting = option("none", "transmission", "transmission2", default="none")  # Extra pixel weights on top of 1/ERR^2
+        psfmask = string(default=None)  # Transmission map file for the weights (default: analytic mask model)
+        nlambda = integer(default=3, min=1, max=21)  # Wavelengths of the optics model
+        oversample = integer(default=2, min=1, max=8)  # Detector oversampling of the optics model
+        bad_flags = string(default="DO_NOT_USE")  # DQ flags of pixels not used
+        method = option("sinc", "lanczos", "fourier", default="sinc")  # Interpolation kernel of the shift
+        apply = boolean(default=True)  # Resample the frames (False: record the shift only; the klipprep pipeline composes it)
+    """  # noqa: E501
+
+    def process(self, step_input):
+        """Resolve the PSF model once, then centre each member."""
+        if self.psf_model == "file":
+            if not self.psf_file:
+                raise ValueError("recenter_frames: psf_model=file needs psf_file")
+            self._backend = "file"
+        else:
+            self._backend = resolve_backend(self.psf_model)
+        if self._backend == "stpsf":
+            self._version, self._fidelity = stpsf_version(), ""
+        elif self._backend == "file":
+            self._version, self._fidelity = f"file {self.psf_file}", ""
+        else:
+            self._version = f"jwst_klipprep {__version__} builtin"
+            self._fidelity = builtin.FIDELITY_NOTE
+        if self._fidelity:
+            log.warning("recenter_frames: PSF model %s: %s", self._backend, self._fidelity)
+        return super().process(step_input)
+
+    def process_model(self, model):
+        """Centre one exposure (the step's own copy)."""
+        name = model.meta.filename
+        if model.meta.instrument.name != "NIRCAM":
+            set_status(model, self.class_alias, "SKIPPED")
+            log.info("recenter_frames: %s: %s data: no shift (the built-in 4QPM model is not "
+                     "validated for centring); skipped", name, model.meta.instrument.name)
+            return
+        if model.meta.observation.bkgdtarg or model.meta.asn.exptype == "background":
+            set_status(model, self.class_alias, "SKIPPED")
+            log.info("recenter_frames: %s: background exposure, no star: skipped", name)
+            return
+        arrays = FrameArrays.from_model(model)
+        mask_yx = get_center_yx(model, "mask")
+        half = int(np.ceil(self.fit_radius)) + _MARGIN
+        bad = (arrays.dq & dq_bits(self.bad_flags)) != 0
+        data, origin, center = extract_stamp(arrays.data, mask_yx, half)
+        err, _, _ = extract_stamp(arrays.err, mask_yx, half)
+        bad_stamp, _, _ = extract_stamp(bad, mask_yx, half, fill=True)
+        weights = self._weights(model, arrays.shape[-2:], mask_yx, half)
+        psf = self._model(model, data.shape[-2:], center)
+        try:
+            fit = measure_star_offset(
+                data, psf, err=err, bad=bad_stamp.astype(bool), weights=weights,
+                iterations=self.iterations, center_yx=tuple(center),
+                fit_radius=self.fit_radius,
+            )
+        except ValueError as exc:
+            raise ValueError(f"{name}: recenter_frames could not fit the star: {exc}") from None
+        star_yx = np.add(mask_yx, fit.combined_yx)
+        target = array_center_yx(arrays.shape)
+        shift = np.subtract(target, star_yx)
+        set_center_yx(model, "star", tuple(star_yx))
+        if self.apply:
+            lost = apply_shift(model, shift, bad_bits=dq_bits(self.bad_flags),
+                               method=self.method, star_yx=target)
+        else:
+            set_pending_shift(model, np.tile(shift, (arrays.shape[0], 1)), star_yx=target)
+            lost = 0
+        record(
+            model, self.class_alias, psf_model=self._backend, psf_model_version=self._version,
+            fidelity_warning=self._fidelity, mask_center_yx=list(mask_yx),
+            star_offset_yx=fit.combined_yx, star_offset_err_yx=fit.combined_err_yx,
+            star_offset_per_integration_yx=fit.offset_yx,
+            star_offset_err_per_integration_yx=fit.offset_err_yx, scale=fit.scale,
+            chi2_red=fit.chi2_red, used=fit.used, model_evaluations=int(fit.nmodel),
+            converged=bool(fit.converged), star_center_yx=list(star_yx),
+            target_center_yx=list(target), applied_shift_yx=np.tile(shift, (arrays.shape[0], 1)),
+            applied=bool(self.apply), lost_pixels=lost,
+        )
+        scale = builtin.default_pixel_scale("NIRCAM", filter=model.meta.instrument.filter)
+        set_fits_keyword(model, "STAROFFX", float(fit.combined_yx[1]),
+                         "recenter_frames star - mask centre x (px)")
+        set_fits_keyword(model, "STAROFFY", float(fit.combined_yx[0]),
+                         "recenter_frames star - mask centre y (px)")
+        set_fits_keyword(model, "STOFFERR", float(np.max(fit.combined_err_yx)),
+                         "recenter_frames offset uncertainty (px)")
+        set_fits_keyword(model, "PSFMODEL", str(self._backend), "recenter_frames PSF model")
+        set_status(model, self.class_alias)
+        log.info(
+            "recenter_frames: %s: star - mask centre (dy, dx) = (%+.4f, %+.4f) +- (%.4f, %.4f) px"
+            " = (%+.1f, %+.1f) mas [%s model]; shift to the array centre (%+.3f, %+.3f) px %s",
+            name, *fit.combined_yx, *fit.combined_err_yx, *(np.multiply(fit.combined_yx,
+                                                                         1000 * scale)),
+            self._backend, *shift, "applied" if self.apply else "recorded for the pipeline",
+        )
+
+    def _weights(self, model, shape, mask_yx, half):
+        if self.weighting == "none":
+            return None
+        t = transmission_map(model, shape, psfmask=self.psfmask)
+        if t is None:
+            return None
+        if self.weighting == "transmission2":
+            t = t**2
+        return extract_stamp(t, mask_yx, half, fill=0.0)[0]
+
+    def _model(self, model, shape, center):
+        inst = model.meta.instrument
+        scale = builtin.default_pixel_scale(inst.name, filter=inst.filter)
+        backend = self._backend
+        if backend == "file":
+            backend = _file_model(self.psf_file, shape, center, scale)
+        try:
+            canonical = builtin.resolve_coronagraph(inst.name, inst.coronagraph).name
+        except ValueError as exc:
+            raise InputError(f"{model.meta.filename}: {exc}") from None
+        return make_model_callable(
+            backend, instrument=inst.name, filter_name=inst.filter, coronagraph=canonical,
+            shape=shape, center_yx=tuple(center), pixel_scale=scale, nlambda=self.nlambda,
+            oversample=self.oversample,
+        )
+
+
+def _file_model(path, shape, center, pixel_scale):
+    """PSF function from a user FITS image (mask centre at its array centre), shifted by offset."""
+    try:
+        with fits.open(path) as hdul:
+            hdu = next(h for h in hdul if getattr(h, "data", None) is not None)
+            image = np.asarray(hdu.data, float)
+            file_scale = hdu.header.get("PIXELSCL", pixel_scale)
+            oversample = int(hdu.header.get("OVERSAMP", 1))
+    except (OSError, StopIteration) as exc:
+        raise InputError(f"{path}: cannot read a PSF image: {exc}") from None
+    if image.ndim != 2:
+        raise InputError(f"{path}: the PSF model must be a 2-D image, got shape {image.shape}")
+    if oversample > 1:
+        ny, nx = (n // oversample for n in image.shape)
+        image = image[: ny * oversample, : nx * oversample].reshape(
+            ny, oversample, nx, oversample).sum(axis=(1, 3))
+    if abs(file_scale * oversample - pixel_scale) > 0.02 * pixel_scale:
+        raise InputError(f"{path}: PSF pixel scale {file_scale * oversample:.4f} arcsec differs "
+                         f"from the data's {pixel_scale:.4f}")
+
+    def function(offset_yx_arcsec):
+        position = (center[0] + offset_yx_arcsec[0] / pixel_scale,
+                    center[1] + offset_yx_arcsec[1] / pixel_scale)
+        return place_stamp(image, position, shape)
+
+    return function

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import make_model
+from helpers import assert_unchanged, snapshot
+
+from jwst_klipprep._arrays import get_center_yx
+from jwst_klipprep.psf.builtin import coronagraphic_psf
+from jwst_klipprep.steps.recenter_frames_step import RecenterFramesStep
+
+PIXEL = 0.0629  # arcsec, NIRCam LW
+MASK_YX = (40.3, 38.6)
+OFFSET_YX = (0.21, -0.34)  # px, star - mask centre
+
+
+@pytest.fixture(scope="module")
+def psf():
+    return coronagraphic_psf(filter="F444W", coronagraph="MASKA335R", shape=(81, 79),
+                             center_yx=MASK_YX, offset_yx_arcsec=np.multiply(OFFSET_YX, PIXEL),
+                             pixel_scale=PIXEL)
+
+
+def _model(psf, nints=3, seed=0):
+    rng = np.random.default_rng(seed)
+    model = make_model(nints=nints, ny=81, nx=79, seed=seed)
+    flux = 50.0 / psf.max()  # occulted peak 50, noise 0.05: S/N 1000
+    data = flux * psf + rng.normal(0, 0.05, (nints, 81, 79))
+    model.data = data.astype(np.float32)
+    model.err = np.full(data.shape, 0.05, np.float32)
+    model.dq = np.zeros(data.shape, np.uint32)
+    model.meta.wcsinfo.crpix1, model.meta.wcsinfo.crpix2 = MASK_YX[1] + 1, MASK_YX[0] + 1
+    return model
+
+
+def test_offset_measured_and_star_moved_to_the_centre(psf):
+    model = _model(psf)
+    snap = snapshot(model)
+    result = RecenterFramesStep.call(model, psf_model="builtin")
+    assert_unchanged(model, snap)
+    rec = result.meta.instance["klipprep"]["recenter_frames"]
+    assert rec["star_offset_yx"] == pytest.approx(OFFSET_YX, abs=0.005)  # 0.3 mas
+    assert max(rec["star_offset_err_yx"]) < 0.005
+    assert rec["psf_model"] == "builtin" and "biased" in rec["fidelity_warning"]
+    target = ((81 - 1) / 2, (79 - 1) / 2)
+    assert get_center_yx(result, "star") == pytest.approx(target)
+    shift = np.subtract(target, np.add(MASK_YX, rec["star_offset_yx"]))
+    assert get_center_yx(result, "crpix") == pytest.approx(np.add(MASK_YX, shift), abs=1e-6)
+    assert get_center_yx(result, "mask") == pytest.approx(np.add(MASK_YX, shift), abs=1e-6)
+    # the brightest leak of the star moved by the shift: recentre the model the same way
+    keys = {c[0] for c in result.extra_fits.SCI.header}
+    assert {"STAROFFX", "STAROFFY", "STOFFERR", "PSFMODEL"} <= keys
+    assert result.meta.cal_step.instance["recenter_frames"] == "COMPLETE"
+
+
+def test_record_only(psf):
+    model = _model(psf)
+    result = RecenterFramesStep.call(model, psf_model="builtin", apply=False)
+    np.testing.assert_array_equal(result.data, model.data)
+    pending = np.array(result.meta.instance["klipprep"]["pending_shift_yx"])
+    assert pending.shape == (3, 2)
+    # the measured star position is recorded before the (pending) shift
+    assert get_center_yx(result, "star") == pytest.approx(np.add(MASK_YX, OFFSET_YX), abs=0.005)
+
+
+def test_user_psf_file(psf, tmp_path):
+    centred = coronagraphic_psf(filter="F444W", coronagraph="MASKA335R", shape=(81, 81),
+                                pixel_scale=PIXEL)
+    hdu = fits.PrimaryHDU(centred)
+    hdu.header["PIXELSCL"] = PIXEL
+    hdu.writeto(tmp_path / "psf.fits")
+    result = RecenterFramesStep.call(_model(psf), psf_model="file",
+                                     psf_file=str(tmp_path / "psf.fits"))
+    rec = result.meta.instance["klipprep"]["recenter_frames"]
+    assert rec["psf_model"] == "file"
+    # a shifted centred PSF ignores how the occulted PSF changes with offset: a coarse estimate
+    assert rec["star_offset_yx"] == pytest.approx(OFFSET_YX, abs=0.1)
+
+
+def test_miri_is_skipped(caplog):
+    model = make_model(instrument="MIRI")
+    result = RecenterFramesStep.call(model, psf_model="builtin")
+    assert result.meta.cal_step.instance["recenter_frames"] == "SKIPPED"
+    assert "MIRI data: no shift" in caplog.text
+    np.testing.assert_array_equal(result.data, model.data)
+
+
+def test_stpsf_without_data_is_a_clear_error(cube, monkeypatch, tmp_path):
+    monkeypatch.setenv("STPSF_PATH", str(tmp_path))  # no version.txt
+    with pytest.raises(ValueError, match="psf_backend='stpsf' needs \\$STPSF_PATH"):
+        RecenterFramesStep.call(cube, psf_model="stpsf")
+    monkeypatch.delenv("STPSF_PATH")
+    assert not (tmp_path / "data").exists()
+
+
+def test_file_model_needs_a_file(cube):
+    with pytest.raises(ValueError, match="psf_model=file needs psf_file"):
+        RecenterFramesStep.call(cube, psf_model="file")
