@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -95,3 +98,26 @@ def test_stpsf_without_data_is_a_clear_error(cube, monkeypatch, tmp_path):
 def test_file_model_needs_a_file(cube):
     with pytest.raises(ValueError, match="psf_model=file needs psf_file"):
         RecenterFramesStep.call(cube, psf_model="file")
+
+
+_MINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "stpsf-data-mini"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _MINI.is_dir() or importlib.util.find_spec("stpsf") is None,
+                    reason="needs stpsf (the [stpsf] extra) and ../shared/data/stpsf-data-mini")
+def test_stpsf_backend_recovers_an_stpsf_star(monkeypatch):
+    """Frames made with stpsf are centred with stpsf (same optics) to well under 1 mas."""
+    from jwst_klipprep.psf.models import psf_frame
+
+    home_data = (Path.home() / "data").exists()
+    monkeypatch.setenv("STPSF_PATH", str(_MINI))
+    frame = psf_frame("stpsf", instrument="NIRCAM", filter_name="F444W", canonical="MASK335R",
+                      offset_yx_arcsec=tuple(np.multiply(OFFSET_YX, PIXEL)), shape=(81, 79),
+                      center_yx=MASK_YX, pixel_scale=PIXEL, nlambda=3, oversample=2)
+    result = RecenterFramesStep.call(_model(frame, nints=2), psf_model="auto")
+    rec = result.meta.instance["klipprep"]["recenter_frames"]
+    assert rec["psf_model"] == "stpsf" and rec["psf_model_version"].startswith("stpsf ")
+    assert rec["fidelity_warning"] == ""
+    assert rec["star_offset_yx"] == pytest.approx(OFFSET_YX, abs=0.008)  # 0.5 mas
+    assert (Path.home() / "data").exists() == home_data  # stpsf never created ~/data
