@@ -144,7 +144,9 @@ def run_demo(outdir="klipprep_demo", *, instrument="NIRCAM", nints=10, seed=0):
             str(sim.asn_path), configure_log=False, save_results=True,
             output_dir=str(products_dir),
             # the dataset was made with the built-in optics: centre against the same model
-            steps={"pad_frames": {"npix": [20]}, "recenter_frames": {"psf_model": "builtin"}},
+            # (exact optics), so each exposure can be placed by its own centring measurement
+            steps={"pad_frames": {"npix": [20]}, "recenter_frames": {"psf_model": "builtin"},
+                   "align_frames": {"use_recenter": True}},
         )
         t_run = time.perf_counter() - t1
     finally:

@@ -39,7 +39,7 @@ class AlignFramesStep(KlipPrepStep):
         robust = option("huber", "tukey", "none", default="huber")  # Outlier-robust re-weighting of the fit
         bad_flags = string(default="DO_NOT_USE")  # DQ flags of pixels not used
         method = option("sinc", "lanczos", "fourier", default="sinc")  # Interpolation kernel of the shift
-        use_recenter = boolean(default=True)  # Place each exposure by the star position recenter_frames measured (the alignment fit then only corrects integration-to-integration jitter)
+        use_recenter = boolean(default=False)  # Place each exposure by the star position recenter_frames measured (the alignment fit then only corrects integration-to-integration jitter)
         apply = boolean(default=True)  # Resample the frames (False: record the shifts only; the klipprep pipeline composes them)
     """  # noqa: E501
 
