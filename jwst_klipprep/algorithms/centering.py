@@ -27,31 +27,54 @@ updated by a Broyden (secant) step of the root finding ``r(m) = 0``::
 with ``J`` updated from successive (m, r) pairs ("good" Broyden rank-one update), and the
 model recomputed at the new offset. Starting from ``J = -I`` the first step is the plain
 fixed-point update ``m + r``; the secant then measures the gain of the shift fit (1.13 for the
-example above), so the second model already sits within ~0.01 mas of the noiseless answer
-instead of the (1 - gain)**k error of plain iteration. At the solution ``r = 0``: the data are
-the model *at the fitted offset* (no interpolated shift), so the remaining bias is only that of
-the model itself. ``iterations`` is the number of model re-evaluations after the first fit
-(total model calls ``iterations + 1``, fewer when the update falls below ``tol``).
+example above), so after the second fit the estimate is within ~0.05 mas of the noiseless
+answer for offsets up to 40 mas, instead of the (1 - gain)**k error of plain iteration. At the
+solution ``r = 0``: the data are the model *at the fitted offset* (no interpolated shift), so
+the remaining bias is only that of the model itself. ``iterations`` is the number of model
+re-evaluations after the first fit (total model calls ``iterations + 1``, fewer when the
+update falls below ``tol``). ``converged`` is False when the next update would still move the
+model by ``tol`` (2e-3 px = 0.13 mas) or more; with a poor model (unknown wavefront error)
+that happens on some exposures with updates of 0.1-0.5 mas, far below the model bias.
 
 All integrations share one model evaluation while their offsets agree within ``model_tol``
 (the usual case: one pointing per exposure); an integration that departs from the others by
 more gets its own model at its own offset.
 
+Where the model puts the mask
+-----------------------------
+The mask centre given here (``center_yx``, e.g. from CRPIX / MASKCEN) is a *detector*
+position: where the image of a star at the mask centre would land without the occulter. The
+model callable must put that point, not just its focal-plane occulter centre, at
+``center_yx``. For stpsf with the instrument wavefront error on, the two differ: the error
+after the Lyot stop (its tilt, incl. the wedge dispersion) moves the whole image on the
+detector, by (-0.64, -0.00) px at F444W and (-0.25, -0.00) px at F335M (-40 / -16 mas in y).
+Left uncorrected that is a bias of the same size (+37 mas in y on the real AU Mic frames);
+shift the stpsf model by minus the position of its unocculted PSF at zero offset (spaceKLIP
+re-centres its models on the off-axis PSF for the same reason). The built-in model has no
+such error (its mask centre is where ``center_yx`` says).
+
 Fit region
 ----------
-Only pixels within ``fit_radius`` (default 20 px) of the mask centre enter the fit (the model
-is still evaluated on the whole stamp, so the interpolation kernel never runs out of model
-within the radius; nothing wraps around). Beyond ~1.3" the occulted PSF is faint and
-dominated by speckles that the model does not predict; on stpsf frames the radius changes
-little between 10 and 30 px (see ``benchmarks/bench_recenter.py``). The stamp given must
-extend at least ``fit_radius + 9`` px from the mask centre (`extract_stamp` cuts one).
+Only pixels within ``fit_radius`` (default 20 px, 1.26" at 0.063"/px) of the mask centre
+enter the fit; the model is still evaluated on the whole stamp, so the interpolation kernel
+never runs out of model within the radius, and nothing wraps around. The stamp must extend at
+least ``fit_radius + 9`` px from the mask centre (`extract_stamp` cuts one). Measured on stpsf
+frames (``benchmarks/bench_recenter.py``): with exact optics 10, 20 and 30 px all give
+<= 0.1 mas; against an unknown telescope wavefront error the radius changes the bias by a few
+mas either way (the offset signal and the wavefront bias both sit in the inner 1-2 lambda/D).
+20 px keeps the fit away from the outer halo, which the model does not predict and where real
+frames carry disks and companions.
 
 Weights
 -------
-With ``err`` the fit is the ERR-weighted (``1 / err**2``) least squares; ``weights`` (e.g. the
-mask transmission ``T`` or ``T**2``, as in the prior art) multiply that. With exact optics
-``1 / err**2`` alone is the efficient choice; transmission weights down-weight the core where
-most of the offset information sits (measured in ``benchmarks/bench_recenter.py``).
+With ``err`` the fit is ERR-weighted (``1 / err**2``, the efficient choice when the model is
+right); ``weights`` multiply that, e.g. the intensity transmission ``T`` of the mask or
+``T**2`` (the prior art multiplies data and model by ``T`` before comparing them, i.e.
+weights ``T**2``). Measured: with exact optics they cost precision only (sigma 0.03 -> 0.05 mas,
+no bias); against an unknown 60 nm OTE wavefront error ``T**2`` lowered the bias by 10-20 % on
+stpsf models (e.g. F444W 23 -> 20 mas median), but it raised the bias of the data-free built-in
+model (F335M 2.7 -> 6.8 mas). Hence no default here: the caller chooses (recommendation:
+``T**2`` with stpsf-quality models, none with the built-in model).
 
 Combination and uncertainty
 ---------------------------
