@@ -102,6 +102,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .registration import _frames as _as_frames
 from .registration import measure_shift
 
 __all__ = [
@@ -275,15 +276,6 @@ def combine_offsets(offsets, errors, *, clip_sigma=3.0, max_iter=5):
     chi2 = np.sum(w * (x[used] - mean) ** 2, axis=0) / (n - 1) if n > 1 else np.zeros(k)
     mean_err = np.sqrt(1.0 / np.sum(w, axis=0)) * np.sqrt(np.maximum(1.0, chi2))
     return mean, mean_err, used
-
-
-def _as_frames(name, array):
-    array = np.asarray(array)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3:
-        raise ValueError(f"{name} must be (nints, ny, nx) or (ny, nx), got shape {array.shape}")
-    return array
 
 
 def _check_model(frame, shape):
