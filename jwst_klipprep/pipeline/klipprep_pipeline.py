@@ -81,8 +81,9 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
             models = step.run(models)
             timings[alias] = time.perf_counter() - t0
         roles = classify_members(members(models))
-        keep = [m for m, r in zip(members(models), roles, strict=True)
+        kept = [(m, r.kind) for m, r in zip(members(models), roles, strict=True)
                 if self.keep_backgrounds or r.kind in ("SCI", "REF")]
+        keep = [m for m, _ in kept]
         products = ModelContainer(keep)
         log.info("klipprep: %d product(s); seconds per step: %s", len(keep),
                  ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
@@ -93,8 +94,7 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
             outdir = Path(self.output_dir or ".")
             outdir.mkdir(parents=True, exist_ok=True)
             if self.save_summary:
-                table = summary_table(keep, roles=[r.kind for m, r in zip(
-                    members(models), roles, strict=True) if m in keep], timings=timings)
+                table = summary_table(keep, roles=[kind for _, kind in kept], timings=timings)
                 path = outdir / f"{name}_klipprep_summary.ecsv"
                 table.write(path, overwrite=True)
                 log.info("klipprep: wrote %s", path)
