@@ -56,3 +56,20 @@ def test_jwst_klip_finds_the_companion(dataset, monkeypatch):
     bad = _residuals(list(raw), dataset.truth, prepared=False)
     assert np.all(good[:, 0] > 5), good
     assert good[:, 1].mean() < 0.8 * bad[:, 1].mean(), (good, bad)
+
+
+if __name__ == "__main__":  # python tests/test_consumer_jwst_klip.py: print the numbers
+    import os
+    import tempfile
+
+    os.environ["STPIPE_DISABLE_CRDS_STEPPARS"] = "True"
+    data = simulate_dataset(tempfile.mkdtemp(), nints=4, seed=1, companion_contrast=3e-5,
+                            companion_separation_arcsec=1.0)
+    prep = ReplaceNansStep.call(KlipPrepPipeline.call(
+        str(data.asn_path), save_summary=False, save_diagnostics=False,
+        steps={"pad_frames": {"skip": True}}))
+    raw = ReplaceNansStep.call(ModelContainer(str(data.asn_path)))
+    raw = ModelContainer([m for m in raw if m.meta.asn.exptype != "background"])
+    for label, models, flag in (("prepared", prep, True), ("raw", raw, False)):
+        for roll, (snr, rms) in enumerate(_residuals(list(models), data.truth, flag), 1):
+            print(f"{label} roll {roll}: companion S/N {snr:.1f}, inner residual rms {rms:.3f}")
