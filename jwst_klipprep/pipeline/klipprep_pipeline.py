@@ -51,8 +51,8 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
     class_alias = "klipprep"
 
     spec = """
-        save_summary = boolean(default=True)  # Write <product>_klipprep_summary.ecsv (centres, shifts, levels, pixels)
-        save_diagnostics = boolean(default=True)  # Write <product>_klipprep.png (frames before/after, shifts)
+        save_summary = boolean(default=True)  # Write <product>_klipprep_summary.ecsv (centres, shifts, levels, pixels) when products are saved
+        save_diagnostics = boolean(default=True)  # Write <product>_klipprep.png (frames before/after, shifts) when products are saved
         shift_method = option("sinc", "lanczos", "fourier", default="sinc")  # Kernel of the single resampling
         keep_backgrounds = boolean(default=False)  # Also return (and save) the background exposures
     """  # noqa: E501
@@ -88,7 +88,9 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
         log.info("klipprep: %d product(s); seconds per step: %s", len(keep),
                  ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
         name = self._product_name(step_input, keep)
-        if self.save_summary or self.save_diagnostics:
+        # side products only when products are saved (strun, save_results) or a folder is given
+        if (self.save_summary or self.save_diagnostics) and (self.save_results
+                                                              or self.output_dir):
             from jwst_klipprep.diagnostics import summary_table, write_diagnostic_plot
 
             outdir = Path(self.output_dir or ".")
