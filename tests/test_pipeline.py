@@ -78,3 +78,22 @@ def test_parameter_file_roundtrip(dataset, tmp_path):
     result = KlipPrepPipeline.call(str(dataset.asn_path), config_file=str(pars))
     assert result[0].data.shape == (3, 334, 334)
     assert result[0].meta.cal_step.instance["fix_bad_pixels"] == "SKIPPED"
+
+
+@pytest.mark.slow
+def test_pipeline_on_miri(tmp_path):
+    data = simulate_dataset(tmp_path / "miri", instrument="MIRI", nints=2, n_reference=1,
+                            seed=4)
+    result = KlipPrepPipeline.call(str(data.asn_path), save_summary=False,
+                                   save_diagnostics=False, steps={"pad_frames": {"npix": [4]}})
+    assert len(result) == 3  # two rolls and one reference; the backgrounds were consumed
+    truth = {e["filename"]: e for e in data.truth["exposures"]}
+    for model in result:
+        status = model.meta.cal_step.instance
+        assert status["update_nircam_centers"] == "SKIPPED"
+        assert status["recenter_frames"] == "SKIPPED"
+        assert status["subtract_background"] == status["align_frames"] == "COMPLETE"
+        rec = model.meta.instance["klipprep"]["subtract_background"]
+        kind = truth[model.meta.filename]["kind"]
+        assert rec["background_kind"] == f"{kind}_BG"
+        assert model.data.shape == (2, 224 + 8, 288 + 8)
