@@ -97,3 +97,9 @@ def test_pipeline_on_miri(tmp_path):
         kind = truth[model.meta.filename]["kind"]
         assert rec["background_kind"] == f"{kind}_BG"
         assert model.data.shape == (2, 224 + 8, 288 + 8)
+
+
+def test_step_order_is_the_documented_one():
+    assert list(KlipPrepPipeline.step_defs) == [
+        "subtract_background", "subtract_median", "fix_bad_pixels", "replace_nans",
+        "update_nircam_centers", "recenter_frames", "align_frames", "pad_frames"]

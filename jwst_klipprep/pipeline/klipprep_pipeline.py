@@ -13,12 +13,13 @@ from jwst_klipprep._members import classify_members
 from jwst_klipprep.steps.align_frames_step import AlignFramesStep
 from jwst_klipprep.steps.fix_bad_pixels_step import FixBadPixelsStep
 from jwst_klipprep.steps.pad_frames_step import PadFramesStep
+from jwst_klipprep.steps.recenter_frames_step import RecenterFramesStep
 from jwst_klipprep.steps.replace_nans_step import ReplaceNansStep
 from jwst_klipprep.steps.subtract_background_step import SubtractBackgroundStep
 from jwst_klipprep.steps.subtract_median_step import SubtractMedianStep
 from jwst_klipprep.steps.update_nircam_centers_step import UpdateNircamCentersStep
 
-__all__ = ["KlipPrepPipeline"]
+__all__ = ["STEP_ORDER", "KlipPrepPipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +27,17 @@ log = logging.getLogger(__name__)
 _SHIFTING = ("recenter_frames", "align_frames")
 
 
-def _step_defs():
-    defs = {
-        "subtract_background": SubtractBackgroundStep,
-        "subtract_median": SubtractMedianStep,
-        "fix_bad_pixels": FixBadPixelsStep,
-        "replace_nans": ReplaceNansStep,
-        "update_nircam_centers": UpdateNircamCentersStep,
-    }
-    try:
-        from jwst_klipprep.steps.recenter_frames_step import RecenterFramesStep
-    except ImportError:  # pragma: no cover - the step lands separately
-        pass
-    else:
-        defs["recenter_frames"] = RecenterFramesStep
-    defs["align_frames"] = AlignFramesStep
-    defs["pad_frames"] = PadFramesStep
-    return defs
+#: The steps, in the order they run.
+STEP_ORDER = {
+    "subtract_background": SubtractBackgroundStep,
+    "subtract_median": SubtractMedianStep,
+    "fix_bad_pixels": FixBadPixelsStep,
+    "replace_nans": ReplaceNansStep,
+    "update_nircam_centers": UpdateNircamCentersStep,
+    "recenter_frames": RecenterFramesStep,
+    "align_frames": AlignFramesStep,
+    "pad_frames": PadFramesStep,
+}
 
 
 class KlipPrepPipeline(KlipPrepPipelineBase):
@@ -57,7 +52,7 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
         keep_backgrounds = boolean(default=False)  # Also return (and save) the background exposures
     """  # noqa: E501
 
-    step_defs = _step_defs()
+    step_defs = dict(STEP_ORDER)
 
     def process(self, step_input):
         """Run every step in order, resampling each frame once; return the prepared products."""
