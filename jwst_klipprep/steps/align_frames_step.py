@@ -16,6 +16,7 @@ from jwst_klipprep._base import InputError, KlipPrepStep, members
 from jwst_klipprep._geometry import apply_shift, pending_shift, set_pending_shift
 from jwst_klipprep._members import classify_members
 from jwst_klipprep._transmission import transmission_map
+from jwst_klipprep.algorithms.background import combine_background
 from jwst_klipprep.algorithms.registration import measure_shift
 from jwst_klipprep.psf.builtin import default_pixel_scale
 
@@ -119,16 +120,12 @@ class AlignFramesStep(KlipPrepStep):
         return models
 
     def _reference(self, arrays, bad_bits):
-        bad = (arrays.dq[:1] & bad_bits) != 0
+        bad = (arrays.dq & bad_bits) != 0
         if self.reference == "first_integration":
             return arrays.data[0], arrays.err[0], bad[0]
-        data = np.where((arrays.dq & bad_bits) != 0, np.nan, arrays.data)
-        with np.errstate(all="ignore"):
-            median = np.nanmedian(data, axis=0)
-            n = np.sum(np.isfinite(data), axis=0)
-            mean_var = np.nanmean(arrays.err.astype(float) ** 2, axis=0)
-            err = 1.2533 * np.sqrt(mean_var / np.maximum(n, 1))
-        return median, err, ~np.isfinite(median)
+        # the NaN/DQ-aware median of the exposure and the error of a median
+        comb = combine_background(arrays.data, err=arrays.err, bad=bad, sigma=None)
+        return comb.image[0], comb.err[0], ~comb.valid[0]
 
     def _weights(self, model, shape):
         weights = None

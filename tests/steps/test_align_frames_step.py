@@ -67,3 +67,11 @@ def test_needs_a_science_exposure():
     sci, ref = _pair()
     with pytest.raises(InputError, match="needs at least one science exposure"):
         AlignFramesStep.call([ref])
+
+
+def test_median_reference():
+    sci, ref = _pair()
+    result = AlignFramesStep.call([sci, ref], weighting="none", reference="median")
+    rec = result[1].meta.instance["klipprep"]["align_frames"]
+    assert rec["reference_mode"] == "median"
+    np.testing.assert_allclose(rec["shift_yx"], [SHIFT] * 3, atol=0.01)
