@@ -10,7 +10,9 @@ pipeline subclasses :class:`KlipPrepPipeline` base :class:`KlipPrepPipelineBase`
 * the package's own INFO log lines reach ``strun`` output and ``cal_logs``;
 * the package's own suffixes are stripped (no ``x_padded_padded.fits``);
 * plain FITS files (no ASDF extension) are accepted;
-* inputs are opened and validated in one place, with errors that name the file.
+* inputs are opened and validated in one place, with errors that name the file, and every
+  parameter is validated before any step runs (`jwst_klipprep.validation`); expected errors
+  (`InputError`, `ParameterError`) print a short message under ``strun``, not a traceback.
 """
 
 import json
@@ -24,8 +26,18 @@ from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import JwstDataModel
 
 from jwst_klipprep.integration import ALL_SUFFIXES, STEPS
+from jwst_klipprep.validation import (
+    InputError,
+    ParameterError,
+    check_asn_structure,
+    check_data,
+    check_spec_values,
+)
 
-__all__ = ["CORON_EXP_TYPES", "InputError", "KlipPrepPipelineBase", "KlipPrepStep", "members"]
+__all__ = [
+    "CORON_EXP_TYPES", "InputError", "KlipPrepPipelineBase", "KlipPrepStep", "ParameterError",
+    "members",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +48,6 @@ CORON_EXP_TYPES = ("NRC_CORON", "MIR_4QPM", "MIR_LYOT")
 
 #: Model classes the steps accept (stage-2 calints / cal products).
 _ACCEPTED_MODELS = (datamodels.CubeModel, datamodels.ImageModel)
-
-
-class InputError(ValueError):
-    """Bad input: the message names the file and what is wrong with it."""
 
 
 def _name(model_or_path):
@@ -56,8 +64,13 @@ def members(models):
     return [models]
 
 
-def check_model(model):
-    """Raise `InputError` unless ``model`` is a JWST coronagraphic Cube/ImageModel."""
+def check_model(model, *, warn=True):
+    """Raise `InputError` unless ``model`` is a usable JWST coronagraphic Cube/ImageModel.
+
+    Besides the type, telescope, EXP_TYPE and shape, the data themselves are checked
+    (`jwst_klipprep.validation.check_data`): readable, not absurd, not all dead, a usable ERR.
+    ``warn`` logs the softer findings (dead integrations, some bad ERR values).
+    """
     name = _name(model)
     if isinstance(model, datamodels.RampModel) or not isinstance(model, _ACCEPTED_MODELS):
         raise InputError(
@@ -74,35 +87,39 @@ def check_model(model):
             f"(expected one of {', '.join(CORON_EXP_TYPES)})"
         )
     ndim = 3 if isinstance(model, datamodels.CubeModel) else 2
-    if model.data is None or model.data.ndim != ndim or model.data.size == 0:
-        shape = None if model.data is None else model.data.shape
+    try:
+        data = model.data
+    except Exception as exc:  # noqa: BLE001 - lazy read of a truncated / corrupt file
+        raise InputError(f"{name}: SCI cannot be read (truncated or corrupt file?): "
+                         f"{exc}") from None
+    if data is None or data.ndim != ndim or data.size == 0:
+        shape = None if data is None else data.shape
         raise InputError(f"{name}: SCI has shape {shape}, expected a {ndim}-D array")
+    try:
+        err, dq = model.err, model.dq
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{name}: ERR/DQ cannot be read (truncated or corrupt file?): "
+                         f"{exc}") from None
+    return check_data(name, data, err, dq, warn=warn)
 
 
 def check_asn(path):
-    """Validate an association file: readable JSON with products and existing members."""
+    """Validate an association file: readable JSON, then `check_asn_structure`."""
     path = Path(path)
     try:
         asn = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable association (JSON) file: {exc}") from None
-    products = asn.get("products") if isinstance(asn, dict) else None
-    if not products:
-        raise InputError(f"{path}: association has no 'products'")
-    for product in products:
-        for member in product.get("members", []):
-            expname = member.get("expname")
-            if not expname:
-                raise InputError(f"{path}: a member has no 'expname'")
-            member_path = Path(expname)
-            if not member_path.is_absolute():
-                member_path = path.parent / member_path
-            if not member_path.exists():
-                raise InputError(
-                    f"{path}: member {expname!r} (exptype {member.get('exptype')!r}) "
-                    f"not found at {member_path}"
-                )
+    check_asn_structure(asn, path)
     return asn
+
+
+def _already_done(model, alias):
+    """True when ``meta.cal_step.<alias>`` of ``model`` says COMPLETE."""
+    try:
+        return model.meta.cal_step.instance.get(alias) == "COMPLETE"
+    except AttributeError:
+        return False
 
 
 def _plain_values(value):
@@ -153,6 +170,32 @@ class _PluginMixin:
                 return name[: -len(suffix) - 1], "_"
         return super().remove_suffix(name)
 
+    # ---- validation (parameters before anything runs; expected errors without traceback) ----
+
+    def check_parameters(self):
+        """Step-specific parameter checks; override (raise `ParameterError`), call nothing else.
+
+        Runs before the step (and, in the pipeline, before any step) opens its input.
+        """
+
+    def validate_parameters(self):
+        """Check every parameter: the generic spec rules, then the step's `check_parameters`."""
+        check_spec_values(self)
+        self.check_parameters()
+
+    def prefetch(self, *args):
+        """stpipe calls this just before ``process``: validate the parameters there."""
+        self.validate_parameters()
+        return super().prefetch(*args)
+
+    def run(self, *args):
+        """Run the step; an expected error (`InputError`) keeps its traceback in the DEBUG log."""
+        try:
+            return super().run(*args)
+        except InputError as exc:
+            log.debug("%s: %s", self.class_alias, exc, exc_info=True)
+            raise
+
     def open_input(self, step_input):
         """Open and validate the input; return a model or a ModelContainer.
 
@@ -174,8 +217,14 @@ class _PluginMixin:
                 raise InputError(f"{path}: cannot be opened as a JWST datamodel: {exc}") from None
         else:
             models = self.prepare_output(step_input)
+        standalone = self.parent is None
         for model in members(models):
-            check_model(model)
+            check_model(model, warn=standalone)
+            if standalone and _already_done(model, self.class_alias):
+                log.warning(
+                    "%s: was already processed by %s (cal_step.%s COMPLETE): running it again "
+                    "(e.g. padding twice); use the step's input file instead if this is not "
+                    "intended", _name(model), self.class_alias, self.class_alias)
         if isinstance(models, ModelContainer):
             # Save each product under its own name, not step_<Class>_<i>.
             self.output_use_model = True
@@ -203,6 +252,17 @@ class KlipPrepStep(_PluginMixin, _JwstStep):
 
 class KlipPrepPipelineBase(_PluginMixin, _JwstPipeline):
     """Base class of the jwst_klipprep pipeline: no CRDS context query at the end."""
+
+    def validate_parameters(self):
+        """Check the pipeline's parameters and every sub-step's before any step runs."""
+        super().validate_parameters()
+        for name in getattr(self, "step_defs", {}):
+            step = getattr(self, name, None)
+            if step is not None and not step.skip and hasattr(step, "validate_parameters"):
+                try:
+                    step.validate_parameters()
+                except ParameterError as exc:
+                    raise ParameterError(f"{self.class_alias} --steps.{name}: {exc}") from None
 
     def finalize_result(self, result, _reference_files_used):
         """Store the pipeline log in ``cal_logs`` without asking CRDS for its context."""

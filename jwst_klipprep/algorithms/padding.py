@@ -2,7 +2,10 @@
 
 import numpy as np
 
-__all__ = ["pad_frames", "parse_pad"]
+__all__ = ["MAX_PAD", "pad_frames", "padded_nbytes", "parse_pad"]
+
+#: Widest pad accepted on one side, in pixels (twice a full NIRCam detector).
+MAX_PAD = 4096
 
 
 def parse_pad(npix):
@@ -35,8 +38,18 @@ def parse_pad(npix):
         value = int(number)
         if value < 0:
             raise ValueError(f"npix must be >= 0, got {npix}")
+        if value > MAX_PAD:
+            raise ValueError(f"npix must be <= {MAX_PAD} pixels per side, got {npix}")
         out.append(value)
     return tuple(out)
+
+
+def padded_nbytes(shape, pad, *, narrays=1, itemsize=4):
+    """Bytes of ``narrays`` arrays of ``shape`` (..., ny, nx) once padded by ``pad``."""
+    left, right, bottom, top = pad
+    *lead, ny, nx = shape
+    return int(np.prod(lead, dtype=np.int64)) * (ny + bottom + top) * (nx + left + right) * (
+        narrays * itemsize)
 
 
 def pad_frames(array, pad, *, fill_value=np.nan):

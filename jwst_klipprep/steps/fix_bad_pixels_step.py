@@ -8,7 +8,7 @@ from astropy.io import fits
 from stdatamodels.jwst.datamodels import dqflags
 
 from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status
-from jwst_klipprep._base import InputError, KlipPrepStep
+from jwst_klipprep._base import InputError, KlipPrepStep, ParameterError
 from jwst_klipprep.algorithms.badpix import (
     find_custom,
     find_dq,
@@ -51,21 +51,25 @@ class FixBadPixelsStep(KlipPrepStep):
         flag_outliers = boolean(default=True)  # OR the OUTLIER flag into pixels found by temporal, spatial or custom
     """  # noqa: E501
 
-    def process(self, step_input):
-        """Check the method names before opening anything, then process each member."""
+    def check_parameters(self):
+        """Check the method names before anything is opened (also run by the pipeline)."""
         self._find = [str(n).strip().lower() for n in self.find or [] if str(n).strip()]
         self._fix = [str(n).strip().lower() for n in self.fix or [] if str(n).strip()]
         for kind, names, valid in (("find", self._find, FIND_NAMES), ("fix", self._fix, FIX_NAMES)):
             unknown = [n for n in names if n not in valid]
             if unknown:
-                raise ValueError(f"fix_bad_pixels: unknown {kind} method(s) {unknown}; valid: "
+                raise ParameterError(f"fix_bad_pixels: unknown {kind} method(s) {unknown}; valid: "
                                  f"{', '.join(valid)}")
         if "custom" in self._find and not (self.custom_mask or self.custom_pixels):
-            raise ValueError("fix_bad_pixels: find=custom needs custom_mask or custom_pixels")
+            raise ParameterError("fix_bad_pixels: find=custom needs custom_mask or custom_pixels")
         if self.custom_pixels and len(self.custom_pixels) % 2:
-            raise ValueError("fix_bad_pixels: custom_pixels must be pairs y,x")
+            raise ParameterError("fix_bad_pixels: custom_pixels must be pairs y,x")
         if self.footprint % 2 == 0:
-            raise ValueError(f"fix_bad_pixels: footprint must be odd, got {self.footprint}")
+            raise ParameterError(f"fix_bad_pixels: footprint must be odd, got {self.footprint}")
+
+    def process(self, step_input):
+        """Check the parameters, then detect and repair each member."""
+        self.check_parameters()
         return super().process(step_input)
 
     def process_model(self, model):

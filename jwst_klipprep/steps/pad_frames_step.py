@@ -5,12 +5,15 @@ import logging
 import numpy as np
 
 from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status, shift_geometry
-from jwst_klipprep._base import KlipPrepStep
-from jwst_klipprep.algorithms.padding import pad_frames, parse_pad
+from jwst_klipprep._base import InputError, KlipPrepStep, ParameterError
+from jwst_klipprep.algorithms.padding import pad_frames, padded_nbytes, parse_pad
 
 __all__ = ["PadFramesStep"]
 
 log = logging.getLogger(__name__)
+
+#: Largest padded product (all arrays of one exposure) the step builds, in bytes.
+MAX_OUTPUT_BYTES = 16 * 2**30
 
 
 class PadFramesStep(KlipPrepStep):
@@ -19,17 +22,21 @@ class PadFramesStep(KlipPrepStep):
     class_alias = "pad_frames"
 
     spec = """
-        npix = force_list(default=list(80))  # Pad width in pixels: one value, or left,right,bottom,top
+        npix = force_list(default=list(80))  # Pad width in pixels (0 to 4096): one value, or left,right,bottom,top
         fill_value = float(default=nan)  # Value of the padded SCI pixels (ERR and VAR_* get NaN)
         dq_flags = string(default="DO_NOT_USE,NON_SCIENCE")  # DQ flags of the padded pixels
     """  # noqa: E501
 
-    def process(self, step_input):
-        """Check the pad widths before anything is opened, then pad each member."""
+    def check_parameters(self):
+        """Check the pad widths before anything is opened."""
         try:
             self._pad = parse_pad(self.npix)
         except ValueError as exc:
-            raise ValueError(f"pad_frames: invalid npix={self.npix}: {exc}") from None
+            raise ParameterError(f"pad_frames: invalid npix={self.npix}: {exc}") from None
+
+    def process(self, step_input):
+        """Check the pad widths, then pad each member."""
+        self.check_parameters()
         return super().process(step_input)
 
     def process_model(self, model):
@@ -39,6 +46,12 @@ class PadFramesStep(KlipPrepStep):
         flags = dq_bits(self.dq_flags)
         arrays = FrameArrays.from_model(model)
         old_shape = arrays.shape
+        nbytes = padded_nbytes(old_shape, pad, narrays=3 + len(arrays.var))
+        if nbytes > MAX_OUTPUT_BYTES:
+            raise InputError(
+                f"{model.meta.filename}: npix={list(pad)} would make a {nbytes / 2**30:.1f} GiB "
+                f"product from shape {old_shape} (limit {MAX_OUTPUT_BYTES / 2**30:.0f} GiB); "
+                "use a smaller --npix")
         arrays.data = pad_frames(arrays.data, pad, fill_value=self.fill_value)
         arrays.err = pad_frames(arrays.err, pad, fill_value=np.nan)
         arrays.dq = pad_frames(np.asarray(arrays.dq, np.uint32), pad, fill_value=flags)

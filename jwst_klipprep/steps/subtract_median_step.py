@@ -3,15 +3,19 @@
 import logging
 
 import numpy as np
+from stdatamodels.jwst.datamodels import dqflags
 
 from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status
-from jwst_klipprep._base import KlipPrepStep
+from jwst_klipprep._base import InputError, KlipPrepStep
 from jwst_klipprep._transmission import transmission_map
 from jwst_klipprep.algorithms.background import estimate_level
+from jwst_klipprep.validation import dead_integrations
 
 __all__ = ["SubtractMedianStep"]
 
 log = logging.getLogger(__name__)
+
+DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]
 
 
 class SubtractMedianStep(KlipPrepStep):
@@ -46,14 +50,26 @@ class SubtractMedianStep(KlipPrepStep):
             dilate=self.dilate, smooth=self.smooth, transmission=transmission,
             transmission_min=self.transmission_min,
         )
-        failed = ~np.isfinite(est.level)
+        dead = dead_integrations(arrays.data, bad)
+        failed = ~np.isfinite(est.level) & ~dead
         if failed.any():
-            raise ValueError(
+            raise InputError(
                 f"{model.meta.filename}: no usable background pixel in integration(s) "
-                f"{np.flatnonzero(failed).tolist()} (method {self.method}); try another method"
-            )
-        level = est.level[:, None, None]
-        level_var = (est.error**2)[:, None, None]
+                f"{np.flatnonzero(failed).tolist()} with method {self.method}"
+                f"{self._hint()}")
+        if dead.all():
+            raise InputError(f"{model.meta.filename}: every integration is dead (all NaN or "
+                             f"flagged {self.bad_flags}): nothing to measure")
+        if dead.any():
+            # a dead integration (no finite, unflagged pixel) is flagged and left as it is
+            log.warning("subtract_median: %s: integration(s) %s dead (all NaN or flagged %s): "
+                        "not subtracted, flagged DO_NOT_USE", model.meta.filename,
+                        np.flatnonzero(dead).tolist(), self.bad_flags)
+            arrays.dq = np.where(dead[:, None, None], arrays.dq | np.uint32(DO_NOT_USE),
+                                 arrays.dq)
+        live = ~dead
+        level = np.where(live, est.level, 0.0)[:, None, None]
+        level_var = np.where(live, est.error**2, 0.0)[:, None, None]
         arrays.data = arrays.data - level
         arrays.err = np.sqrt(arrays.err.astype(np.float64) ** 2 + level_var)
         if "var_rnoise" in arrays.var:
@@ -63,6 +79,7 @@ class SubtractMedianStep(KlipPrepStep):
         record(
             model, self.class_alias, method=self.method, level=est.level, level_error=est.error,
             npix=est.npix, noise_std=est.std, transmission=transmission is not None,
+            dead_integrations=np.flatnonzero(dead),
         )
         set_status(model, self.class_alias)
         note = " (MIRI: dedicated backgrounds usually do better)" if (
@@ -70,6 +87,17 @@ class SubtractMedianStep(KlipPrepStep):
         log.info(
             "subtract_median: %s: method %s, level mean %.4g (range %.4g..%.4g) +- %.2g over "
             "%d integration(s), %d pixels each (median)%s",
-            model.meta.filename, self.method, est.level.mean(), est.level.min(), est.level.max(),
-            float(np.median(est.error)), len(est.level), int(np.median(est.npix)), note,
+            model.meta.filename, self.method, np.mean(est.level[live]),
+            np.min(est.level[live]), np.max(est.level[live]), float(np.median(est.error[live])),
+            int(live.sum()), int(np.median(est.npix[live])), note,
         )
+
+    def _hint(self):
+        if self.method == "border":
+            return (f": the {self.border_width}-px border has no unflagged finite pixel; use "
+                    "--method=masked or a wider --border_width")
+        if self.use_transmission:
+            return (f": every unflagged pixel has coronagraph transmission < "
+                    f"{self.transmission_min}; lower --transmission_min or set "
+                    "--use_transmission=False")
+        return ": every pixel is NaN or flagged; check --bad_flags"
