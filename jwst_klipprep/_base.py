@@ -24,6 +24,7 @@ from jwst.stpipe import Pipeline as _JwstPipeline
 from jwst.stpipe import Step as _JwstStep
 from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import JwstDataModel
+from stpipe.exceptions import ValidationError as _StpipeValidationError
 
 from jwst_klipprep.integration import ALL_SUFFIXES, STEPS
 from jwst_klipprep.validation import (
@@ -172,6 +173,25 @@ class _PluginMixin:
 
     # ---- validation (parameters before anything runs; expected errors without traceback) ----
 
+    @classmethod
+    def from_config_section(cls, config, parent=None, name=None, config_file=None):
+        """Build the step; a parameter of the wrong type or range is a `ParameterError`.
+
+        stpipe's own ``ValidationError`` makes ``strun`` print a traceback; the message is logged
+        here (``strun`` shows it) and raised as a `ParameterError`, which ``strun`` reports
+        without one.
+        """
+        try:
+            return super().from_config_section(config, parent=parent, name=name,
+                                               config_file=config_file)
+        except _StpipeValidationError as exc:
+            alias = cls.class_alias or cls.__name__
+            message = (f"{alias}: {str(exc).rstrip('.')}; see `strun {alias} --help` for the "
+                       "accepted values")
+            if parent is None:
+                log.error("%s", message)
+            raise ParameterError(message) from None
+
     def check_parameters(self):
         """Step-specific parameter checks; override (raise `ParameterError`), call nothing else.
 
@@ -214,7 +234,8 @@ class _PluginMixin:
             except InputError:
                 raise
             except Exception as exc:
-                raise InputError(f"{path}: cannot be opened as a JWST datamodel: {exc}") from None
+                raise InputError(f"{path}: cannot be opened as a JWST datamodel (truncated or "
+                                 f"corrupt file?): {exc}") from None
         else:
             models = self.prepare_output(step_input)
         standalone = self.parent is None

@@ -125,9 +125,11 @@ def check_asn_structure(asn, path):
                                  f"not found at {member_path}")
             key = member_path.resolve()
             if key in seen:
+                roles = (f"as {exptype!r}" if seen[key] == exptype
+                         else f"as {seen[key]!r} and as {exptype!r}")
                 raise InputError(
-                    f"{path}: member {expname!r} is listed twice (as {seen[key]!r} and as "
-                    f"{exptype!r}); remove the duplicate so that it is processed once")
+                    f"{path}: member {expname!r} is listed twice ({roles}); remove the duplicate "
+                    "so that it is processed once")
             seen[key] = exptype
             found.append((member_path, str(exptype).lower()))
     return found

@@ -19,6 +19,7 @@ from jwst_klipprep._transmission import transmission_map
 from jwst_klipprep.algorithms.background import combine_background
 from jwst_klipprep.algorithms.registration import measure_shift
 from jwst_klipprep.psf.builtin import default_pixel_scale
+from jwst_klipprep.validation import check_same_setup, dead_integrations
 
 __all__ = ["AlignFramesStep"]
 
@@ -57,6 +58,7 @@ class AlignFramesStep(KlipPrepStep):
                              "exposure (ASN exptype 'science')")
         bad_bits = dq_bits(self.bad_flags)
         ref_model = science[0]
+        check_same_setup([m for m, _ in targets], ref_model, step="align_frames")
         ref_arrays = FrameArrays.from_model(ref_model)
         reference, reference_err, reference_bad = self._reference(ref_arrays, bad_bits)
         shape = ref_arrays.shape[-2:]
@@ -77,17 +79,22 @@ class AlignFramesStep(KlipPrepStep):
                                  f"from the reference {ref_model.meta.filename} ({shape})")
             guess = self._guess(model, ref_model, scale)
             cut = (slice(None), *box)
-            fit = measure_shift(
-                reference, arrays.data[cut], weights=weights,
-                bad=(arrays.dq[cut] & bad_bits) != 0, err=arrays.err[cut],
-                reference_bad=reference_bad, reference_err=reference_err,
-                guess_yx=guess, robust=None if self.robust == "none" else self.robust,
-                fit_offset=self.fit_offset,
-                method="sinc" if self.method == "fourier" else self.method,
-            )
+            try:
+                fit = measure_shift(
+                    reference, arrays.data[cut], weights=weights,
+                    bad=(arrays.dq[cut] & bad_bits) != 0, err=arrays.err[cut],
+                    reference_bad=reference_bad, reference_err=reference_err,
+                    guess_yx=guess, robust=None if self.robust == "none" else self.robust,
+                    fit_offset=self.fit_offset,
+                    method="sinc" if self.method == "fourier" else self.method,
+                )
+            except ValueError as exc:  # e.g. "reference has no valid pixel"
+                raise InputError(f"{model.meta.filename} against the reference "
+                                 f"{ref_model.meta.filename}: {exc} (within fit_radius="
+                                 f"{self.fit_radius} px of the mask centre)") from None
             failed = ~np.all(np.isfinite(fit.shift_yx), axis=1)
             if failed.all():
-                raise ValueError(f"{model.meta.filename}: alignment fit failed for every "
+                raise InputError(f"{model.meta.filename}: alignment fit failed for every "
                                  "integration (no usable overlap with the reference)")
             measured = np.where(failed[:, None], np.nanmedian(fit.shift_yx, axis=0), fit.shift_yx)
             applied = ref_pending - measured
@@ -106,7 +113,7 @@ class AlignFramesStep(KlipPrepStep):
                 "align_frames: %s (%s): shift to the reference (dy, dx) median (%+.4f, %+.4f) "
                 "+- (%.4f, %.4f) px, flux scale %.4f, %s%s",
                 model.meta.filename, kind, *np.median(measured, axis=0),
-                *np.median(fit.shift_err_yx, axis=0), float(np.nanmedian(fit.scale)),
+                *np.nanmedian(fit.shift_err_yx, axis=0), float(np.nanmedian(fit.scale)),
                 "applied" if self.apply else "recorded for the pipeline",
                 f"; {int((~fit.converged).sum())} integration(s) not converged (kept), "
                 f"{int(failed.sum())} failed (median used)" if (~fit.converged).any() else "",
@@ -122,7 +129,9 @@ class AlignFramesStep(KlipPrepStep):
     def _reference(self, arrays, bad_bits):
         bad = (arrays.dq & bad_bits) != 0
         if self.reference == "first_integration":
-            return arrays.data[0], arrays.err[0], bad[0]
+            live = np.flatnonzero(~dead_integrations(arrays.data, bad))
+            i = int(live[0]) if live.size else 0  # check_model refused all-dead exposures
+            return arrays.data[i], arrays.err[i], bad[i]
         # the NaN/DQ-aware median of the exposure and the error of a median
         comb = combine_background(arrays.data, err=arrays.err, bad=bad, sigma=None)
         return comb.image[0], comb.err[0], ~comb.valid[0]
@@ -170,9 +179,11 @@ class AlignFramesStep(KlipPrepStep):
             applied=bool(self.apply),
         )
         med = np.median(applied, axis=0)
-        err = np.median(fit.shift_err_yx, axis=0)
+        ok = ~failed & np.all(np.isfinite(fit.shift_err_yx), axis=1)
+        err = np.median(fit.shift_err_yx[ok], axis=0) if ok.any() else (np.inf, np.inf)
         set_fits_keyword(model, "ALGSHFTX", float(med[1]), "align_frames applied x shift (px)")
         set_fits_keyword(model, "ALGSHFTY", float(med[0]), "align_frames applied y shift (px)")
-        set_fits_keyword(model, "ALGERRX", float(err[1]), "align_frames x shift error (px)")
-        set_fits_keyword(model, "ALGERRY", float(err[0]), "align_frames y shift error (px)")
+        if ok.any():  # never a NaN in a header: the median over the fitted integrations
+            set_fits_keyword(model, "ALGERRX", float(err[1]), "align_frames x shift error (px)")
+            set_fits_keyword(model, "ALGERRY", float(err[0]), "align_frames y shift error (px)")
         set_status(model, self.class_alias)

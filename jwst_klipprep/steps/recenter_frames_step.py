@@ -15,7 +15,7 @@ from jwst_klipprep._arrays import (
     set_fits_keyword,
     set_status,
 )
-from jwst_klipprep._base import InputError, KlipPrepStep
+from jwst_klipprep._base import InputError, KlipPrepStep, ParameterError
 from jwst_klipprep._geometry import apply_shift, array_center_yx, set_pending_shift
 from jwst_klipprep._transmission import transmission_map
 from jwst_klipprep.algorithms.centering import extract_stamp, measure_star_offset
@@ -53,7 +53,8 @@ class RecenterFramesStep(KlipPrepStep):
         """Resolve the PSF model once, then centre each member."""
         if self.psf_model == "file":
             if not self.psf_file:
-                raise ValueError("recenter_frames: psf_model=file needs psf_file")
+                raise ParameterError("recenter_frames: psf_model=file needs psf_file "
+                                     "(--psf_file=<FITS file>)")
             self._backend = "file"
         else:
             self._backend = resolve_backend(self.psf_model)
@@ -97,6 +98,7 @@ class RecenterFramesStep(KlipPrepStep):
             )
         except ValueError as exc:
             raise ValueError(f"{name}: recenter_frames could not fit the star: {exc}") from None
+        self._check_fit(name, fit)
         star_yx = np.add(mask_yx, fit.combined_yx)
         target = array_center_yx(arrays.shape)
         shift = np.subtract(target, star_yx)
@@ -134,6 +136,19 @@ class RecenterFramesStep(KlipPrepStep):
                                                                          1000 * scale)),
             self._backend, *shift, "applied" if self.apply else "recorded for the pipeline",
         )
+
+    def _check_fit(self, name, fit):
+        """Refuse a fit that cannot be right instead of applying its shift."""
+        offset = np.asarray(fit.combined_yx, float)
+        hint = (f"; check that {self.psf_file} is an occulted PSF of this mask and filter with "
+                "the mask centre at its array centre" if self._backend == "file" else "")
+        if not np.all(np.isfinite(offset)) or np.hypot(*offset) > self.fit_radius:
+            raise InputError(f"{name}: recenter_frames found the star {offset.round(2).tolist()} "
+                             f"px from the mask centre, beyond fit_radius={self.fit_radius}: "
+                             f"the fit failed{hint}")
+        if not fit.converged and self._backend == "file":
+            raise InputError(f"{name}: recenter_frames: the fit to the PSF file did not "
+                             f"converge (last offset {offset.round(2).tolist()} px){hint}")
 
     def _weights(self, model, shape, mask_yx, half):
         if self.weighting == "none":
