@@ -22,9 +22,11 @@ def test_replaces_flags_and_records(any_model):
     assert np.all(np.isfinite(result.data))
     np.testing.assert_array_equal(result.data[nan_sci], -3.5)
     np.testing.assert_array_equal(result.data[~nan_sci], before["data"][~nan_sci])
-    # replaced pixels flagged, every other bit kept
-    assert np.all(result.dq[nan_sci] & DO_NOT_USE)
-    np.testing.assert_array_equal(result.dq[~nan_sci], before["dq"][~nan_sci])
+    # replaced pixels flagged, and finite SCI pixels whose ERR was NaN; every other bit kept
+    flagged = nan_sci | nan_err
+    assert nan_err[~nan_sci].sum() == 1  # make_model: ERR NaN at (0, 7, 8), SCI finite
+    assert np.all(result.dq[flagged] & DO_NOT_USE)
+    np.testing.assert_array_equal(result.dq[~flagged], before["dq"][~flagged])
     # ERR NaN -> err_fill_value (0), the rest untouched
     np.testing.assert_array_equal(result.err[nan_err], 0.0)
     np.testing.assert_array_equal(result.err[~nan_err], before["err"][~nan_err])
@@ -32,6 +34,7 @@ def test_replaces_flags_and_records(any_model):
     rec = result.meta.instance["klipprep"]["replace_nans"]
     assert rec["n_replaced"] == int(nan_sci.sum())
     assert rec["fill_value"] == -3.5
+    assert rec["n_flagged_for_err"] == 1
 
 
 def test_custom_flags_and_counts_per_integration(cube):
