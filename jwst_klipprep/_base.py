@@ -26,6 +26,7 @@ from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import JwstDataModel
 from stpipe.exceptions import ValidationError as _StpipeValidationError
 
+from jwst_klipprep import _offline
 from jwst_klipprep.integration import ALL_SUFFIXES, STEPS
 from jwst_klipprep.validation import (
     InputError,
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_offline.install()  # no online PRD check when pysiaf is imported (by us or by stpsf)
 
 PACKAGE_LOGGER = "jwst_klipprep"
 
