@@ -244,11 +244,13 @@ class _PluginMixin:
         standalone = self.parent is None
         for model in members(models):
             check_model(model, warn=standalone)
-            if standalone and _already_done(model, self.class_alias):
+            done = [a for a in (self.class_alias, *getattr(self, "step_defs", ()))
+                    if standalone and _already_done(model, a)]
+            if done:
                 log.warning(
-                    "%s: was already processed by %s (cal_step.%s COMPLETE): running it again "
-                    "(e.g. padding twice); use the step's input file instead if this is not "
-                    "intended", _name(model), self.class_alias, self.class_alias)
+                    "%s: was already processed by %s (cal_step COMPLETE): %s runs again on it "
+                    "(e.g. padding twice); give it the original stage-2 file if this is not "
+                    "intended", _name(model), ", ".join(done), self.class_alias)
         if isinstance(models, ModelContainer):
             # Save each product under its own name, not step_<Class>_<i>.
             self.output_use_model = True
