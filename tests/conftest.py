@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import dqflags
 
@@ -14,6 +15,15 @@ for _var in ("CRDS_SERVER_URL", "CRDS_PATH", "CRDS_CONTEXT", "STPIPE_DISABLE_CRD
     os.environ.pop(_var, None)
 
 DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]
+
+# Property tests (tests/algorithms/test_properties_*.py): a bounded, reproducible example count so
+# that they run in CI in well under a minute; HYPOTHESIS_PROFILE=thorough for a longer search.
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("thorough", max_examples=500, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
