@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from astropy.stats import sigma_clip, sigma_clipped_stats
 
-from jwst_klipprep.algorithms import background as bg
 from jwst_klipprep.algorithms.background import (
     LEVEL_METHODS,
     assign_background_chunks,
@@ -16,6 +15,7 @@ from jwst_klipprep.algorithms.background import (
     select_background_pixels,
     subtract_combined_background,
 )
+from jwst_klipprep.algorithms.robust_stats import clipped_stats
 
 
 def psf_scene(ny=160, nx=192, *, nints=40, sigma=1.0, seed=0, n_hot=30, bright=1.0,
@@ -533,7 +533,7 @@ def test_clipped_stats_rows_independent():
     rng = np.random.default_rng(17)
     vals = rng.standard_t(2, (50, 31))
     vals[rng.random(vals.shape) < 0.1] = np.nan
-    st = bg._clipped_stats(vals, sigma=2.5, maxiters=None)
+    st = clipped_stats(vals, sigma=2.5, maxiters=None)
     for i in range(50):
-        row = bg._clipped_stats(vals[i:i + 1], sigma=2.5, maxiters=None)
+        row = clipped_stats(vals[i:i + 1], sigma=2.5, maxiters=None)
         assert st.median[i] == row.median[0] and st.nused[i] == row.nused[0]
