@@ -15,25 +15,28 @@ shapes = st.tuples(st.integers(1, 4), st.integers(16, 40), st.integers(16, 40))
 scales = st.sampled_from([1e-6, 1.0, 1e4, 1e8])
 
 
-@st.composite
-def noisy(draw, max_nan=0.2, min_nints=1):
+def noisy(max_nan=0.2):
+    """Parameters of `make_noisy` (drawn as numbers, so a failing example prints short)."""
+    return st.tuples(shapes, st.integers(0, 2**32 - 1), scales, st.floats(0, max_nan),
+                     st.floats(0, max_nan))
+
+
+def make_noisy(params):
     """(data, bad, level, noise): a constant level per integration plus noise, NaNs, flags."""
-    nints, ny, nx = draw(shapes)
-    nints = max(nints, min_nints)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    scale = draw(scales)
-    level = rng.uniform(-5, 5, nints) * scale
+    shape, seed, scale, nan_fraction, bad_fraction = params
+    rng = np.random.default_rng(seed)
+    level = rng.uniform(-5, 5, shape[0]) * scale
     noise = 0.1 * scale
-    data = (level[:, None, None] + rng.normal(0, noise, (nints, ny, nx))).astype(np.float64)
-    data[rng.random(data.shape) < draw(st.floats(0, max_nan))] = np.nan
-    bad = rng.random(data.shape) < draw(st.floats(0, max_nan))
+    data = (level[:, None, None] + rng.normal(0, noise, shape)).astype(np.float64)
+    data[rng.random(data.shape) < nan_fraction] = np.nan
+    bad = rng.random(data.shape) < bad_fraction
     return data, bad, level, noise
 
 
 @pytest.mark.parametrize("method", ["masked", "border", "sigma_clip"])
 @given(case=noisy())
 def test_levels_recovered_at_any_scale(method, case):
-    data, bad, level, noise = case
+    data, bad, level, noise = make_noisy(case)
     before, bad_before = data.copy(), bad.copy()
     est = estimate_level(data, bad=bad, method=method, border_width=4, transmission=None)
     np.testing.assert_array_equal(data, before)
@@ -50,7 +53,7 @@ def test_levels_recovered_at_any_scale(method, case):
 
 @given(case=noisy(max_nan=0.05), offset=st.floats(-1e3, 1e3))
 def test_level_moves_with_an_added_constant(case, offset):
-    data, bad, _, noise = case
+    data, bad, _, noise = make_noisy(case)
     a = estimate_level(data, bad=bad, method="sigma_clip")
     b = estimate_level(data + offset, bad=bad, method="sigma_clip")
     ok = np.isfinite(a.level)
@@ -60,7 +63,7 @@ def test_level_moves_with_an_added_constant(case, offset):
 
 @given(case=noisy(max_nan=0.3))
 def test_combine_background_identical_frames_and_no_new_nan(case):
-    data, bad, _, _ = case
+    data, bad, _, _ = make_noisy(case)
     frame = np.nan_to_num(data[0], nan=1.0)
     stack = np.repeat(frame[None], 3, axis=0)
     before = stack.copy()
@@ -77,7 +80,7 @@ def test_combine_background_identical_frames_and_no_new_nan(case):
 
 @given(case=noisy(max_nan=0.0))
 def test_dead_integrations(case):
-    data, bad, _, _ = case
+    data, bad, _, _ = make_noisy(case)
     data = data.copy()
     data[0] = np.nan
     dead = dead_integrations(data, bad)
@@ -88,19 +91,21 @@ def test_dead_integrations(case):
 # bad pixels
 
 
-@st.composite
-def with_defects(draw):
-    """(data, err, truth_bad, defects): smooth data with injected hot/cold pixels."""
-    nints = draw(st.integers(3, 6))
-    ny, nx = draw(st.integers(16, 32)), draw(st.integers(16, 32))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    scale = draw(scales)
+def with_defects():
+    """Parameters of `make_defects`."""
+    return st.tuples(st.integers(3, 6), st.integers(16, 32), st.integers(16, 32),
+                     st.integers(0, 2**32 - 1), scales, st.integers(0, 6))
+
+
+def make_defects(params):
+    """(data, err, truth_bad, sky): a smooth sky plus noise with 50-sigma hot/cold pixels."""
+    nints, ny, nx, seed, scale, n = params
+    rng = np.random.default_rng(seed)
     noise = 0.05 * scale
     yy, xx = np.mgrid[:ny, :nx]
     sky = scale * (1.0 + 0.01 * yy + 0.02 * xx)
     data = sky + rng.normal(0, noise, (nints, ny, nx))
     err = np.full(data.shape, noise)
-    n = draw(st.integers(0, 6))
     truth = np.zeros(data.shape, bool)
     for _ in range(n):
         i, y, x = rng.integers(nints), rng.integers(2, ny - 2), rng.integers(2, nx - 2)
@@ -111,7 +116,7 @@ def with_defects(draw):
 
 @given(case=with_defects())
 def test_detection_finds_the_injected_defects_and_no_others(case):
-    data, err, truth, _ = case
+    data, err, truth, _ = make_defects(case)
     before = data.copy()
     temporal = find_temporal(data, err=err, sigma=5.0)
     spatial = find_spatial(data, err=err, sigma=5.0)
@@ -126,7 +131,7 @@ def test_detection_finds_the_injected_defects_and_no_others(case):
 @pytest.mark.parametrize("method", ["temporal", "local", "interp"])
 @given(case=with_defects())
 def test_repair_changes_only_bad_pixels_and_leaves_no_nan(method, case):
-    data, err, truth, sky = case
+    data, err, truth, sky = make_defects(case)
     data = data.copy()
     data[truth] = np.nan  # a repair must fill these, from donors
     before, err_before = data.copy(), err.copy()

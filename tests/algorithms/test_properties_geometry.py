@@ -24,14 +24,19 @@ scales = st.sampled_from([1e-6, 1.0, 1e3, 1e8])
 subpixel = st.floats(-2.5, 2.5, allow_nan=False)
 
 
-@st.composite
-def cubes(draw, nan_fraction=0.1):
+def cubes(nan_fraction=0.1):
+    """Parameters (shape, seed, scale, NaN fraction) of a random cube; `make_cube` builds it.
+
+    Drawing parameters rather than arrays keeps a failing example short to print.
+    """
+    return st.tuples(shapes, st.integers(0, 2**32 - 1), scales, st.floats(0, nan_fraction))
+
+
+def make_cube(params):
     """A random float32 cube with a random NaN pattern and a random overall scale."""
-    shape = draw(shapes)
-    seed = draw(st.integers(0, 2**32 - 1))
+    shape, seed, scale, frac = params
     rng = np.random.default_rng(seed)
-    data = (rng.normal(0, 1, shape) * draw(scales)).astype(np.float32)
-    frac = draw(st.floats(0, nan_fraction))
+    data = (rng.normal(0, 1, shape) * scale).astype(np.float32)
     data[rng.random(shape) < frac] = np.nan
     return data
 
@@ -47,7 +52,8 @@ def gaussian(shape, center_yx, sigma=2.0, amplitude=100.0):
 
 
 @given(cubes(), st.tuples(subpixel, subpixel), st.sampled_from(["sinc", "lanczos", "fourier"]))
-def test_shift_no_crash_no_new_nan_inside_input_kept(data, shift, method):
+def test_shift_no_crash_no_new_nan_inside_input_kept(params, shift, method):
+    data = make_cube(params)
     before = data.copy()
     err = np.abs(np.nan_to_num(data)) + 1.0
     err_before = err.copy()
@@ -66,7 +72,8 @@ def test_shift_no_crash_no_new_nan_inside_input_kept(data, shift, method):
 
 @given(cubes(nan_fraction=0.0), st.integers(-3, 3), st.integers(-3, 3), st.integers(-3, 3),
        st.integers(-3, 3))
-def test_integer_shifts_are_exact_and_compose(data, a, b, c, d):
+def test_integer_shifts_are_exact_and_compose(params, a, b, c, d):
+    data = make_cube(params)
     once = shift_frames(data, compose_shifts((a, b), (c, d))).data
     twice = shift_frames(shift_frames(data, (a, b)).data, (c, d)).data
     both = np.isfinite(once) & np.isfinite(twice)
@@ -131,7 +138,8 @@ pads = st.one_of(st.integers(0, 12), st.tuples(*[st.integers(0, 12)] * 4))
 
 
 @given(cubes(), pads, st.sampled_from([np.nan, 0.0, -1e30]))
-def test_pad_then_crop_is_identity(data, npix, fill):
+def test_pad_then_crop_is_identity(params, npix, fill):
+    data = make_cube(params)
     before = data.copy()
     pad = parse_pad(npix)
     left, right, bottom, top = pad
@@ -154,7 +162,8 @@ def test_parse_pad_round_trip(npix):
 
 
 @given(cubes(nan_fraction=0.5), st.floats(-1e30, 1e30, allow_nan=False))
-def test_replace_nans_leaves_no_nan_and_keeps_the_rest(data, fill):
+def test_replace_nans_leaves_no_nan_and_keeps_the_rest(params, fill):
+    data = make_cube(params)
     data[0, 0, 0] = np.inf
     before = data.copy()
     out = replace_nans(data, fill_value=fill)
