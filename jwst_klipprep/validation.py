@@ -187,6 +187,12 @@ def check_data(name, data, err, dq, *, bad_bits=1, warn=True):
         raise InputError(f"{name}: the data cannot be read (truncated or corrupt file?): "
                          f"{exc}") from None
     cube = data if data.ndim == 3 else data[np.newaxis]
+    if err is not None and err.shape != data.shape:
+        raise InputError(f"{name}: ERR has shape {err.shape} but SCI has {data.shape}; the file "
+                         "is internally inconsistent")
+    if dq is not None and (dq.shape[-2:] != data.shape[-2:] or dq.ndim > data.ndim):
+        raise InputError(f"{name}: DQ has shape {dq.shape} but SCI has {data.shape}; the file "
+                         "is internally inconsistent")
     bad = np.zeros(cube.shape, bool)
     if dq is not None and dq.shape[-2:] == cube.shape[-2:]:
         bad = np.broadcast_to((dq.reshape(-1, *cube.shape[-2:]) & bad_bits) != 0, cube.shape)
@@ -266,17 +272,25 @@ def _spec_checks(step_class):
 
 
 def check_spec_values(step):
-    """Check what configobj does not: NaN / infinite floats where the spec gives a range.
+    """Check what configobj does not.
 
     A float parameter with ``min`` or ``max`` must be finite (NaN passes configobj's range test
-    silently, e.g. ``fix_bad_pixels --sigma=nan`` turned detection off).  ``None`` is accepted
-    where it is the default.
+    silently, e.g. ``fix_bad_pixels --sigma=nan`` turned detection off); a string parameter
+    whose name ends in ``flags`` must be DQ flag names.  ``None`` is accepted where it is the
+    default.
     """
     alias = step.class_alias or type(step).__name__
     for key, (fun_name, kwargs) in _spec_checks(type(step)).items():
         value = getattr(step, key, None)
         if value is None:
             continue
+        if fun_name == "string" and key.endswith("flags"):
+            from jwst_klipprep._arrays import dq_bits
+
+            try:
+                dq_bits(value)
+            except ValueError as exc:
+                raise ParameterError(f"{alias}: parameter {key}={value!r}: {exc}") from None
         if fun_name == "float" and ("min" in kwargs or "max" in kwargs):
             try:
                 number = float(value)

@@ -379,3 +379,42 @@ def test_input_error_is_a_value_error_and_an_stpipe_exit():
     exc = ParameterError("pad_frames: bad")
     assert isinstance(exc, ValueError) and isinstance(exc, StpipeExitException)
     assert exc.exit_status == 1 and str(exc) == "pad_frames: bad"
+
+
+def test_unknown_dq_flag_is_a_parameter_error(tmp_path, capsys, monkeypatch):
+    path = save(make_model(), tmp_path, "x_calints.fits")
+    rc, out = strun(["replace_nans", path, "--dq_flags=DO_NOT_USE+BOGUS",
+                     f"--output_dir={tmp_path}"], capsys, monkeypatch)
+    assert_short_error(rc, out, "replace_nans: parameter dq_flags='DO_NOT_USE+BOGUS'",
+                       "unknown DQ flag 'BOGUS'")
+    assert products(tmp_path) == []
+
+
+def test_err_of_another_shape_refused():
+    model = make_model()
+    model.err = np.ones((3, 10, 10), np.float32)
+    with pytest.raises(InputError, match=r"ERR has shape \(3, 10, 10\) but SCI has \(3, 24, 28\)"):
+        ReplaceNansStep.call(model)
+
+
+def test_dead_integration_recenter_frames_completes(caplog):
+    from jwst_klipprep.steps.recenter_frames_step import RecenterFramesStep
+
+    model = _with_dead_integration(nints=3, dead=1)
+    model.meta.wcsinfo.crpix1, model.meta.wcsinfo.crpix2 = 32.5, 30.5
+    result = RecenterFramesStep.call(model, psf_model="builtin", fit_radius=8.0, iterations=0)
+    assert result.meta.cal_step.instance["recenter_frames"] == "COMPLETE"
+    rec = result.meta.instance["klipprep"]["recenter_frames"]
+    assert np.all(np.isfinite(rec["star_offset_yx"]))
+    with fits.open(_saved(result)) as hdul:
+        assert np.isfinite(hdul["SCI"].header["STAROFFX"])
+    assert "integration(s) [1] are dead" in caplog.text
+
+
+def _saved(model):
+    import tempfile
+
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "x_recentered.fits")
+    model.save(path)
+    return path
