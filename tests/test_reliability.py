@@ -418,3 +418,20 @@ def _saved(model):
     path = os.path.join(folder, "x_recentered.fits")
     model.save(path)
     return path
+
+
+def test_fix_bad_pixels_zero_err_is_not_evidence():
+    """ERR = 0 on some pixels made them 'outliers' (and the whole frame when ERR was all 0)."""
+    from jwst_klipprep.steps.fix_bad_pixels_step import FixBadPixelsStep
+
+    rng = np.random.default_rng(3)
+    model = make_model(nints=4, ny=40, nx=40, seed=3)
+    yy, xx = np.mgrid[:40, :40]
+    model.data = (1.0 + 0.01 * xx + rng.normal(0, 0.1, (4, 40, 40))).astype(np.float32)
+    model.err = np.full((4, 40, 40), 0.1, np.float32)
+    model.dq[:] = 0
+    model.err[:, 5:12, 5:12] = 0.0
+    model.err[:, 20:24, 30:33] = -1.0
+    result = FixBadPixelsStep.call(model, find=["temporal", "spatial"])
+    found = result.meta.instance["klipprep"]["fix_bad_pixels"]["found"]
+    assert found["temporal"] + found["spatial"] <= 1  # noise only: 6400 pixels at 5 sigma

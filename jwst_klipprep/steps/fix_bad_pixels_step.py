@@ -80,11 +80,13 @@ class FixBadPixelsStep(KlipPrepStep):
         bad = find_nonfinite(data, ignore=nonsci)
         found = {"nonfinite": int(bad.sum())}
         detected = np.zeros(data.shape, bool)
+        # an ERR <= 0 is no measurement (check_model warned): unknown, not infinitely precise
+        det_err = np.where(err > 0, err, np.nan)
         for name in self._find:
             if name == "dq":
                 new = find_dq(dq, bad_bits=dq_bits(self.dq_flags), ignore_bits=NON_SCIENCE) & ~bad
             else:
-                new = self._detect(name, model, data, err, bad | nonsci) & ~nonsci
+                new = self._detect(name, model, data, det_err, bad | nonsci) & ~nonsci
                 detected |= new
             found[name] = int(new.sum())
             bad |= new
