@@ -240,7 +240,12 @@ class _PluginMixin:
                 raise InputError(f"{path}: cannot be opened as a JWST datamodel (truncated or "
                                  f"corrupt file?): {exc}") from None
         else:
+            if isinstance(step_input, (list, tuple, ModelContainer)) and len(step_input) == 0:
+                raise InputError("input: no exposure to process (empty list)")
             models = self.prepare_output(step_input)
+        if isinstance(models, ModelContainer) and len(models) == 0:
+            where = step_input if isinstance(step_input, (str, Path)) else "input"
+            raise InputError(f"{where}: no exposure to process (empty list or association)")
         standalone = self.parent is None
         for model in members(models):
             check_model(model, warn=standalone)

@@ -435,3 +435,8 @@ def test_fix_bad_pixels_zero_err_is_not_evidence():
     result = FixBadPixelsStep.call(model, find=["temporal", "spatial"])
     found = result.meta.instance["klipprep"]["fix_bad_pixels"]["found"]
     assert found["temporal"] + found["spatial"] <= 1  # noise only: 6400 pixels at 5 sigma
+
+
+def test_empty_list_refused():
+    with pytest.raises(InputError, match="input: no exposure to process"):
+        AlignFramesStep.call([])

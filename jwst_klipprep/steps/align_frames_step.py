@@ -54,7 +54,8 @@ class AlignFramesStep(KlipPrepStep):
                    if r.kind in ("SCI", "REF")]
         science = [m for m, kind in targets if kind == "SCI"]
         if not science:
-            raise InputError(f"{group[0].meta.filename}: align_frames needs at least one science "
+            raise InputError(f"{', '.join(str(m.meta.filename) for m in group)}: align_frames "
+                             "needs at least one science "
                              "exposure (ASN exptype 'science')")
         bad_bits = dq_bits(self.bad_flags)
         ref_model = science[0]
