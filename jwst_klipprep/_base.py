@@ -68,12 +68,13 @@ def members(models):
     return [models]
 
 
-def check_model(model, *, warn=True):
+def check_model(model, *, warn=True, full=True):
     """Raise `InputError` unless ``model`` is a usable JWST coronagraphic Cube/ImageModel.
 
     Besides the type, telescope, EXP_TYPE and shape, the data themselves are checked
     (`jwst_klipprep.validation.check_data`): readable, not absurd, not all dead, a usable ERR.
-    ``warn`` logs the softer findings (dead integrations, some bad ERR values).
+    ``warn`` logs the softer findings (dead integrations, some bad ERR values); ``full=False``
+    skips the data checks (a pipeline's sub-steps: the pipeline checked its input).
     """
     name = _name(model)
     if isinstance(model, datamodels.RampModel) or not isinstance(model, _ACCEPTED_MODELS):
@@ -104,6 +105,8 @@ def check_model(model, *, warn=True):
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{name}: ERR/DQ cannot be read (truncated or corrupt file?): "
                          f"{exc}") from None
+    if not full:
+        return None
     return check_data(name, data, err, dq, warn=warn)
 
 
@@ -248,7 +251,7 @@ class _PluginMixin:
             raise InputError(f"{where}: no exposure to process (empty list or association)")
         standalone = self.parent is None
         for model in members(models):
-            check_model(model, warn=standalone)
+            check_model(model, warn=standalone, full=standalone)
             done = [a for a in (self.class_alias, *getattr(self, "step_defs", ()))
                     if standalone and _already_done(model, a)]
             if done:
