@@ -19,10 +19,10 @@ DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]
 # Property tests (tests/algorithms/test_properties_*.py): a bounded, reproducible example count so
 # that they run in CI in well under a minute; HYPOTHESIS_PROFILE=thorough for a longer search.
 settings.register_profile(
-    "ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
+    "ci", max_examples=25, deadline=None, derandomize=True, print_blob=True, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-settings.register_profile("thorough", max_examples=500, deadline=None)
+settings.register_profile("thorough", max_examples=500, deadline=None, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

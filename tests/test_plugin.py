@@ -173,3 +173,24 @@ def test_bad_err_shape(cube):
 def test_asn_json_written_by_helper_is_valid(tmp_path):
     asn = json.loads(write_asn(tmp_path).read_text())
     assert asn["asn_pool"] and len(asn["products"][0]["members"]) == 3
+
+
+def test_default_parameters_of_every_step_are_valid():
+    """validate_parameters (run before any step works) accepts every step's defaults."""
+    for class_path, _, _ in integration.get_steps():
+        module, name = class_path.rsplit(".", 1)
+        step = getattr(importlib.import_module(module), name)()
+        step.validate_parameters()
+
+
+def test_pipeline_validates_its_substeps():
+    from jwst_klipprep._base import ParameterError
+    from jwst_klipprep.pipeline.klipprep_pipeline import KlipPrepPipeline
+
+    pipe = KlipPrepPipeline(steps={"fix_bad_pixels": {"neg_sigma": float("nan")}})
+    with pytest.raises(ParameterError, match="klipprep --steps.fix_bad_pixels: fix_bad_pixels: "
+                       "parameter neg_sigma=nan"):
+        pipe.validate_parameters()
+    # a skipped step is not checked
+    pipe.fix_bad_pixels.skip = True
+    pipe.validate_parameters()
