@@ -4,15 +4,24 @@
 bundled PRD version with the newest one online, on every import, on every offline run (it hangs
 for as long as the network lets it, and logs a warning when it fails).  jwst_klipprep only reads
 the bundled PRD, so `install` adds an import hook that runs pysiaf's module code with
-``requests.get`` raising at once; pysiaf then logs its usual "cannot be checked" notice and
-works normally.  Nothing else is changed, and a pysiaf imported before is left alone.
+``requests.get`` raising at once (and its "cannot be checked" notice dropped); pysiaf then
+works normally with its bundled PRD.  Nothing else is changed, and a pysiaf imported before is
+left alone.
 """
 
 import importlib.abc
 import importlib.machinery
+import logging
 import sys
 
 __all__ = ["install"]
+
+
+class _DropPrdNotice(logging.Filter):
+    """Drop pysiaf's "PRD VERSION ... CANNOT BE CHECKED" notice: not checking is intended."""
+
+    def filter(self, record):
+        return "PRD VERSION" not in record.getMessage()
 
 
 class _NoNetworkLoader(importlib.abc.Loader):
@@ -33,10 +42,14 @@ class _NoNetworkLoader(importlib.abc.Loader):
 
         original = requests.get
         requests.get = offline_get
+        siaf_log = logging.getLogger("pysiaf")
+        quiet = _DropPrdNotice()
+        siaf_log.addFilter(quiet)
         try:
             self._loader.exec_module(module)
         finally:
             requests.get = original
+            siaf_log.removeFilter(quiet)
 
 
 class _PysiafFinder(importlib.abc.MetaPathFinder):
