@@ -17,6 +17,7 @@ import pytest
 from astropy.io import fits
 from conftest import make_model
 from helpers import write_asn
+from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import dqflags
 
 from jwst_klipprep._base import InputError, ParameterError
@@ -440,3 +441,22 @@ def test_fix_bad_pixels_zero_err_is_not_evidence():
 def test_empty_list_refused():
     with pytest.raises(InputError, match="input: no exposure to process"):
         AlignFramesStep.call([])
+
+
+def test_pipeline_completes_with_a_dead_integration(tmp_path):
+    """One all-NaN integration used to abort subtract_median and the pipeline."""
+    from jwst_klipprep.pipeline.klipprep_pipeline import KlipPrepPipeline
+
+    asn = write_asn(tmp_path, kinds=("science", "psf"), nints=3, ny=64, nx=64)
+    path = tmp_path / "jw01234001001_03106_00001_nrcalong_calints.fits"
+    with datamodels.open(path) as model:
+        model.data[1] = np.nan
+        model.save(path)
+    result = KlipPrepPipeline.call(str(asn), steps={
+        "recenter_frames": {"psf_model": "builtin", "fit_radius": 10.0}})
+    sci = result[0]
+    assert all(v in ("COMPLETE", "SKIPPED") for v in sci.meta.cal_step.instance.values())
+    assert sci.meta.instance["klipprep"]["subtract_median"]["dead_integrations"] == [1]
+    assert np.all(sci.dq[1] & DO_NOT_USE)
+    live = sci.data[[0, 2], 80:144, 80:144]  # the 64 x 64 frames inside the 80 px padding
+    assert np.isfinite(live).mean() > 0.5  # the live integrations were processed
