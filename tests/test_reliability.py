@@ -239,6 +239,8 @@ def test_reference_without_valid_pixel_names_the_file():
     (lambda m: setattr(m.meta.instrument, "filter", "F356W"),
      "FILTER='F356W' (reference 'F444W')"),
     (lambda m: setattr(m.meta.instrument, "name", "MIRI"), "INSTRUMENT='MIRI' (reference"),
+    (lambda m: setattr(m.meta.instrument, "coronagraph", "MASKA430R"),
+     "CORONAGRAPH='MASKA430R' (reference 'MASKA335R')"),
 ])
 def test_align_refuses_another_setup(change, fragment):
     sci = make_model(filename="sci_calints.fits")

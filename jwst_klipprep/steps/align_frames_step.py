@@ -59,7 +59,8 @@ class AlignFramesStep(KlipPrepStep):
                              "exposure (ASN exptype 'science')")
         bad_bits = dq_bits(self.bad_flags)
         ref_model = science[0]
-        check_same_setup([m for m, _ in targets], ref_model, step="align_frames")
+        check_same_setup([m for m, _ in targets], ref_model, step="align_frames",
+                         keys=("instrument", "filter", "coronagraph"))
         ref_arrays = FrameArrays.from_model(ref_model)
         reference, reference_err, reference_bad = self._reference(ref_arrays, bad_bits)
         shape = ref_arrays.shape[-2:]
