@@ -129,6 +129,25 @@ def _already_done(model, alias):
         return False
 
 
+def _join_string_lists(config, step_class):
+    """``--dq_flags=A,B`` arrives from strun as a list; a ``string`` parameter wants "A,B".
+
+    Applied to the step's own section and, for a pipeline, to each ``steps.<name>`` section.
+    """
+    from jwst_klipprep.validation import string_parameters
+
+    if config is None:
+        return
+    for key in string_parameters(step_class):
+        value = config.get(key)
+        if isinstance(value, (list, tuple)):
+            config[key] = ",".join(str(v) for v in value)
+    steps = config.get("steps") if hasattr(config, "get") else None
+    for name, sub_class in getattr(step_class, "step_defs", {}).items():
+        if steps is not None and hasattr(steps, "get") and steps.get(name) is not None:
+            _join_string_lists(steps[name], sub_class)
+
+
 def _plain_values(value):
     if isinstance(value, dict):
         return {k: _plain_values(v) for k, v in value.items()}
@@ -187,6 +206,7 @@ class _PluginMixin:
         here (``strun`` shows it) and raised as a `ParameterError`, which ``strun`` reports
         without one.
         """
+        _join_string_lists(config, cls)
         try:
             return super().from_config_section(config, parent=parent, name=name,
                                                config_file=config_file)

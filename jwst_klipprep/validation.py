@@ -25,6 +25,7 @@ __all__ = [
     "check_spec_values",
     "dead_integrations",
     "invalid_err",
+    "string_parameters",
 ]
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,12 @@ def _spec_checks(step_class):
             continue
         out[key] = (fun_name, kwargs)
     return out
+
+
+def string_parameters(step_class):
+    """Names of the ``string`` parameters of a step class."""
+    return [key for key, (fun_name, _) in _spec_checks(step_class).items()
+            if fun_name == "string"]
 
 
 def check_spec_values(step):

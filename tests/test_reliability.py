@@ -386,11 +386,24 @@ def test_input_error_is_a_value_error_and_an_stpipe_exit():
 
 def test_unknown_dq_flag_is_a_parameter_error(tmp_path, capsys, monkeypatch):
     path = save(make_model(), tmp_path, "x_calints.fits")
-    rc, out = strun(["replace_nans", path, "--dq_flags=DO_NOT_USE+BOGUS",
+    rc, out = strun(["replace_nans", path, "--dq_flags=DO_NOT_USE,BOGUS",
                      f"--output_dir={tmp_path}"], capsys, monkeypatch)
-    assert_short_error(rc, out, "replace_nans: parameter dq_flags='DO_NOT_USE+BOGUS'",
+    assert_short_error(rc, out, "replace_nans: parameter dq_flags='DO_NOT_USE,BOGUS'",
                        "unknown DQ flag 'BOGUS'")
     assert products(tmp_path) == []
+
+
+def test_comma_separated_flags_work_under_strun(tmp_path, capsys, monkeypatch):
+    """strun turned --dq_flags=A,B into a list, which the string parameter refused."""
+    from stpipe._cmdline import step_from_cmdline
+
+    path = save(make_model(), tmp_path, "x_calints.fits")
+    step = step_from_cmdline(["replace_nans", str(path), "--dq_flags=DO_NOT_USE,OUTLIER",
+                              f"--output_dir={tmp_path}"])
+    assert step.dq_flags == "DO_NOT_USE,OUTLIER"
+    with datamodels.open(tmp_path / "x_nanrep.fits") as result:
+        outlier = dqflags.pixel["OUTLIER"]
+        assert result.dq[0, 2, 3] & (DO_NOT_USE | outlier) == DO_NOT_USE | outlier
 
 
 def test_err_of_another_shape_refused():
