@@ -17,6 +17,7 @@ from stpipe.exceptions import StpipeExitException
 __all__ = [
     "ABSURD_VALUE",
     "ASN_EXPTYPES",
+    "FILE_PARAMETERS",
     "InputError",
     "ParameterError",
     "check_asn_structure",
@@ -272,6 +273,10 @@ def _spec_checks(step_class):
     return out
 
 
+#: String parameters that name an input file (checked to exist before any step runs).
+FILE_PARAMETERS = ("psfmask", "psf_file", "custom_mask")
+
+
 def string_parameters(step_class):
     """Names of the ``string`` parameters of a step class."""
     return [key for key, (fun_name, _) in _spec_checks(step_class).items()
@@ -283,7 +288,8 @@ def check_spec_values(step):
 
     A float parameter with ``min`` or ``max`` must be finite (NaN passes configobj's range test
     silently, e.g. ``fix_bad_pixels --sigma=nan`` turned detection off); a string parameter
-    whose name ends in ``flags`` must be DQ flag names.  ``None`` is accepted where it is the
+    whose name ends in ``flags`` must be DQ flag names; one in `FILE_PARAMETERS` an existing
+    file.  ``None`` is accepted where it is the
     default.
     """
     alias = step.class_alias or type(step).__name__
@@ -291,6 +297,9 @@ def check_spec_values(step):
         value = getattr(step, key, None)
         if value is None:
             continue
+        if fun_name == "string" and key in FILE_PARAMETERS and not Path(str(value)).is_file():
+            raise ParameterError(f"{alias}: parameter {key}={value!r}: file not found (paths "
+                                 "are relative to the current folder)")
         if fun_name == "string" and key.endswith("flags"):
             from jwst_klipprep._arrays import dq_bits
 

@@ -475,3 +475,17 @@ def test_pipeline_completes_with_a_dead_integration(tmp_path):
     assert np.all(sci.dq[1] & DO_NOT_USE)
     live = sci.data[[0, 2], 80:144, 80:144]  # the 64 x 64 frames inside the 80 px padding
     assert np.isfinite(live).mean() > 0.5  # the live integrations were processed
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["subtract_median", "--psfmask=nofile.fits"], "subtract_median: parameter psfmask="),
+    (["recenter_frames", "--psf_model=file", "--psf_file=nofile.fits"],
+     "recenter_frames: parameter psf_file="),
+    (["fix_bad_pixels", "--find=custom", "--custom_mask=nofile.fits"],
+     "fix_bad_pixels: parameter custom_mask="),
+])
+def test_missing_parameter_file_refused_up_front(args, fragment, tmp_path, capsys, monkeypatch):
+    path = save(make_model(), tmp_path, "x_calints.fits")
+    rc, out = strun([args[0], path, *args[1:], f"--output_dir={tmp_path}"], capsys, monkeypatch)
+    assert_short_error(rc, out, fragment + "'nofile.fits': file not found")
+    assert products(tmp_path) == []
