@@ -307,6 +307,23 @@ class KlipPrepStep(_PluginMixin, _JwstStep):
 class KlipPrepPipelineBase(_PluginMixin, _JwstPipeline):
     """Base class of the jwst_klipprep pipeline: no CRDS context query at the end."""
 
+    def open_input(self, step_input):
+        """Open and check the input; an alignment needs a science exposure: refuse up front."""
+        models = super().open_input(step_input)
+        align = getattr(self, "align_frames", None)
+        if align is not None and not align.skip:
+            from jwst_klipprep._members import classify_members
+
+            group = members(models)
+            if not any(r.kind == "SCI" for r in classify_members(group)):
+                where = step_input if isinstance(step_input, (str, Path)) else ", ".join(
+                    _name(m) for m in group)
+                raise InputError(
+                    f"{where}: no science exposure (ASN exptype 'science'): {self.class_alias} "
+                    "aligns every frame to the first science integration; add the science "
+                    "members, or skip the alignment with --steps.align_frames.skip=True")
+        return models
+
     def validate_parameters(self):
         """Check the pipeline's parameters and every sub-step's before any step runs."""
         super().validate_parameters()

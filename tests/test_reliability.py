@@ -489,3 +489,13 @@ def test_missing_parameter_file_refused_up_front(args, fragment, tmp_path, capsy
     rc, out = strun([args[0], path, *args[1:], f"--output_dir={tmp_path}"], capsys, monkeypatch)
     assert_short_error(rc, out, fragment + "'nofile.fits': file not found")
     assert products(tmp_path) == []
+
+
+def test_pipeline_without_science_refused_before_any_step(tmp_path, capsys, monkeypatch):
+    asn = write_asn(tmp_path, kinds=("psf", "psf"))
+    out_dir = tmp_path / "out"
+    rc, out = strun(["klipprep", asn, f"--output_dir={out_dir}"], capsys, monkeypatch)
+    assert_short_error(rc, out, "test_asn.json: no science exposure",
+                       "--steps.align_frames.skip=True")
+    assert "Step subtract_background running" not in out
+    assert not out_dir.exists() or not any(out_dir.iterdir())
