@@ -12,6 +12,9 @@ from jwst_klipprep._consumers import prepare_for_consumers
 from jwst_klipprep._geometry import apply_pending_shift
 from jwst_klipprep._members import classify_members
 from jwst_klipprep.steps.align_frames_step import AlignFramesStep
+from jwst_klipprep.steps.blur_frames_step import BlurFramesStep
+from jwst_klipprep.steps.coadd_frames_step import CoaddFramesStep
+from jwst_klipprep.steps.crop_frames_step import CropFramesStep
 from jwst_klipprep.steps.fix_bad_pixels_step import FixBadPixelsStep
 from jwst_klipprep.steps.pad_frames_step import PadFramesStep
 from jwst_klipprep.steps.recenter_frames_step import RecenterFramesStep
@@ -30,6 +33,7 @@ _SHIFTING = ("recenter_frames", "align_frames")
 
 #: The steps, in the order they run.
 STEP_ORDER = {
+    "crop_frames": CropFramesStep,  # skipped by default
     "subtract_background": SubtractBackgroundStep,
     "subtract_median": SubtractMedianStep,
     "fix_bad_pixels": FixBadPixelsStep,
@@ -38,6 +42,8 @@ STEP_ORDER = {
     "recenter_frames": RecenterFramesStep,
     "align_frames": AlignFramesStep,
     "pad_frames": PadFramesStep,
+    "coadd_frames": CoaddFramesStep,  # skipped by default; after the shifts (per integration)
+    "blur_frames": BlurFramesStep,  # skipped by default; after the shifts (damps their ringing)
 }
 
 
