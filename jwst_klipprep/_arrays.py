@@ -55,8 +55,8 @@ _CENTER_COMMENTS = {
 #: 1-sigma uncertainties of the centres, pixels (FITS keywords of at most 8 characters).
 _ERR_KEYS = {"mask": ("MASKERRX", "MASKERRY"), "star": ("STARERRX", "STARERRY")}
 _ERR_COMMENTS = {
-    "mask": "1-sigma uncertainty of MASKCEN, pixels",
-    "star": "1-sigma uncertainty of STARCEN, pixels",
+    "mask": "1-sigma statistical error of MASKCEN (px)",
+    "star": "1-sigma statistical error of STARCEN (px)",
 }
 #: Primary keywords that keep the commanded dither offsets once XOFFSET/YOFFSET are zeroed.
 ORIGINAL_OFFSET_KEYS = ("XOFFORIG", "YOFFORIG")
