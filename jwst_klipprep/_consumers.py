@@ -76,7 +76,7 @@ def prepare_for_consumers(model, *, nan_fill=True, fill_value=0.0):
     if err is not None and get_center_err_yx(model, "star") is None:
         set_center_err_yx(model, "star", err)
     filled = fill_nans(model, value=fill_value) if nan_fill else 0
-    record(model, "consumers", star_err_yx=err, nan_filled=filled, nan_fill=bool(nan_fill),
+    record(model, "finalize", star_err_yx=err, nan_filled=filled, nan_fill=bool(nan_fill),
            fill_value=fill_value)
     log.info("klipprep: %s: star keywords final (XOFFSET/YOFFSET -> XOFFORIG/YOFFORIG), star "
              "uncertainty %s px, %d NaN pixel(s) %s", model.meta.filename,

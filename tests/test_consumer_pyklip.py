@@ -19,21 +19,23 @@ from jwst_klipprep.simulate import simulate_dataset  # noqa: E402
 NUMBASIS = (1, 5, 10)
 
 
-def _make_products(folder):
+def _make_products(folder, data=None, **options):
     """The demo's dataset (4 integrations) through the pipeline, saved as FITS files."""
-    data = simulate_dataset(folder / "input", nints=4, seed=0)
-    result = KlipPrepPipeline.call(str(data.asn_path), save_summary=False, save_diagnostics=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = data or simulate_dataset(folder / "input", nints=4, seed=0)
+    result = KlipPrepPipeline.call(str(data.asn_path), save_summary=False, save_diagnostics=False,
+                                   **options)
     science, reference = [], []
     for model in result:
         path = folder / model.meta.filename.replace("_calints", "_klipprep")
         model.save(path)
         (science if model.meta.asn.exptype == "science" else reference).append(str(path))
-    return science, reference, data.truth, folder
+    return science, reference, data.truth, folder, data
 
 
 @pytest.fixture(scope="module")
 def products(tmp_path_factory):
-    return _make_products(tmp_path_factory.mktemp("pyklip"))
+    return _make_products(tmp_path_factory.mktemp("pyklip"))[:4]
 
 
 def _offline_filter_table(monkeypatch):
@@ -129,9 +131,17 @@ if __name__ == "__main__":  # python tests/test_consumer_pyklip.py: print the nu
     import tempfile
     from pathlib import Path
 
-    sci, ref, truth, out = _make_products(Path(tempfile.mkdtemp(prefix="pyklip")))
-    for mode in ("RDI", "ADI+RDI"):
-        images, centre = _klip(sci, ref, mode, out / mode.replace("+", "_"))
-        for kl, image in zip(NUMBASIS, images, strict=True):
-            s, err = _companion(image, centre, truth)
-            print(f"{mode:8s} KL {kl:2d}: companion S/N {s:5.1f}, position error {err:.3f} px")
+    root = Path(tempfile.mkdtemp(prefix="pyklip"))
+    data = None
+    for fill in (True, False):  # the default products, then the NaNs kept
+        sci, ref, truth, out, data = _make_products(root / f"fill_{fill}", data, fill_nans=fill)
+        images = {}
+        for mode in ("RDI", "ADI+RDI"):
+            images[mode], centre = _klip(sci, ref, mode, out / mode.replace("+", "_"))
+            for kl, image in zip(NUMBASIS, images[mode], strict=True):
+                s, err = _companion(image, centre, truth)
+                print(f"fill_nans={fill!s:5s} {mode:8s} KL {kl:2d}: companion S/N {s:5.1f}, "
+                      f"position error {err:.3f} px")
+        print(f"fill_nans={fill!s:5s} max |ADI+RDI - RDI| = "
+              f"{np.nanmax(np.abs(images['ADI+RDI'] - images['RDI'])):.4g} "
+              f"(RDI KL10 peak {np.nanmax(images['RDI'][-1]):.4g})")
