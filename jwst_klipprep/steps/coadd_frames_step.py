@@ -14,12 +14,25 @@ __all__ = ["CoaddFramesStep"]
 log = logging.getLogger(__name__)
 
 
-def _coadd_int_times(table, slices):
-    """INT_TIMES rows of the blocks: first start, mean mid, last end, numbers 1..nblocks."""
+def _coadd_int_times(table, slices, integration_start=None):
+    """INT_TIMES rows of the blocks: first start, mean mid, last end, numbers 1..nblocks.
+
+    The rows of this file's integrations are found by ``integration_number`` from INTSTART
+    (segmented exposures carry the table of the whole exposure); None when they are not there.
+    """
     if table is None or len(table) == 0:
         return None
     table = np.asarray(table)
-    if len(table) < slices[-1].stop:
+    nints = slices[-1].stop
+    names = {n.lower(): n for n in table.dtype.names}
+    if "integration_number" in names:
+        first = 1 if integration_start is None else int(integration_start)
+        numbers = table[names["integration_number"]]
+        rows = [np.flatnonzero(numbers == first + i) for i in range(nints)]
+        if any(len(r) != 1 for r in rows):
+            return None
+        table = table[np.concatenate(rows)]
+    elif len(table) != nints:
         return None
     out = np.zeros(len(slices), dtype=table.dtype)
     for name in table.dtype.names:
@@ -77,9 +90,14 @@ class CoaddFramesStep(KlipPrepStep):
         nblocks = len(out.slices)
         arrays.data, arrays.err, arrays.dq, arrays.var = out.data, out.err, out.dq, out.var
         arrays.to_model(model)
-        int_times = _coadd_int_times(getattr(model, "int_times", None), out.slices)
+        int_times = _coadd_int_times(getattr(model, "int_times", None), out.slices,
+                                     model.meta.exposure.integration_start)
         if int_times is not None:
             model.int_times = int_times
+        elif getattr(model, "int_times", None) is not None and len(model.int_times):
+            log.warning("coadd_frames: %s: INT_TIMES does not list this file's integrations; "
+                        "removed rather than left inconsistent", name)
+            del model.instance["int_times"]
         exposure = model.meta.exposure
         old = {"nints": exposure.nints, "integration_start": exposure.integration_start,
                "integration_end": exposure.integration_end,

@@ -86,3 +86,15 @@ def test_coadd_asn_and_strun(tmp_path, monkeypatch):
     step_from_cmdline(["coadd_frames", asn.name, "--nframes=2", "--method=mean"])
     with datamodels.open(tmp_path / "jw01234001001_03106_00001_nrcalong_coadded.fits") as model:
         assert model.data.shape == (2, 24, 28) and model.meta.exposure.nints == 2
+
+
+def test_coadd_int_times_of_a_segment():
+    """A segment file carries the INT_TIMES of the whole exposure: rows found by number."""
+    model = make_model(nints=4)
+    model.int_times = _int_times(10)
+    model.meta.exposure.integration_start = 5
+    model.meta.exposure.integration_end = 8
+    result = CoaddFramesStep.call(model, nframes=2)
+    assert list(result.int_times["integration_number"]) == [1, 2]
+    assert result.int_times["int_start_MJD_UTC"][0] == pytest.approx(60000.04)
+    assert result.int_times["int_end_MJD_UTC"][1] == pytest.approx(60000.079)
