@@ -21,6 +21,9 @@ STEPS = (
      "recentered", False),
     ("jwst_klipprep.steps.align_frames_step.AlignFramesStep", "align_frames", "aligned", False),
     ("jwst_klipprep.steps.pad_frames_step.PadFramesStep", "pad_frames", "padded", False),
+    ("jwst_klipprep.steps.crop_frames_step.CropFramesStep", "crop_frames", "cropped", False),
+    ("jwst_klipprep.steps.coadd_frames_step.CoaddFramesStep", "coadd_frames", "coadded", False),
+    ("jwst_klipprep.steps.blur_frames_step.BlurFramesStep", "blur_frames", "blurred", False),
     ("jwst_klipprep.pipeline.klipprep_pipeline.KlipPrepPipeline", "klipprep", "klipprep", True),
 )
 

@@ -101,5 +101,7 @@ def test_pipeline_on_miri(tmp_path):
 
 def test_step_order_is_the_documented_one():
     assert list(KlipPrepPipeline.step_defs) == [
+        "crop_frames",
         "subtract_background", "subtract_median", "fix_bad_pixels", "replace_nans",
-        "update_nircam_centers", "recenter_frames", "align_frames", "pad_frames"]
+        "update_nircam_centers", "recenter_frames", "align_frames", "pad_frames",
+        "coadd_frames", "blur_frames"]

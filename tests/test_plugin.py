@@ -20,6 +20,7 @@ from jwst_klipprep.steps.replace_nans_step import ReplaceNansStep
 DEVELOPER_ALIASES = {
     "subtract_background", "subtract_median", "fix_bad_pixels", "replace_nans",
     "update_nircam_centers", "recenter_frames", "align_frames", "pad_frames", "klipprep",
+    "crop_frames", "coadd_frames", "blur_frames",
 }
 
 

@@ -8,9 +8,13 @@ import numpy as np
 from jwst.datamodels import ModelContainer
 
 from jwst_klipprep._base import KlipPrepPipelineBase, members
+from jwst_klipprep._consumers import prepare_for_consumers
 from jwst_klipprep._geometry import apply_pending_shift
 from jwst_klipprep._members import classify_members
 from jwst_klipprep.steps.align_frames_step import AlignFramesStep
+from jwst_klipprep.steps.blur_frames_step import BlurFramesStep
+from jwst_klipprep.steps.coadd_frames_step import CoaddFramesStep
+from jwst_klipprep.steps.crop_frames_step import CropFramesStep
 from jwst_klipprep.steps.fix_bad_pixels_step import FixBadPixelsStep
 from jwst_klipprep.steps.pad_frames_step import PadFramesStep
 from jwst_klipprep.steps.recenter_frames_step import RecenterFramesStep
@@ -29,6 +33,7 @@ _SHIFTING = ("recenter_frames", "align_frames")
 
 #: The steps, in the order they run.
 STEP_ORDER = {
+    "crop_frames": CropFramesStep,  # skipped by default
     "subtract_background": SubtractBackgroundStep,
     "subtract_median": SubtractMedianStep,
     "fix_bad_pixels": FixBadPixelsStep,
@@ -37,6 +42,8 @@ STEP_ORDER = {
     "recenter_frames": RecenterFramesStep,
     "align_frames": AlignFramesStep,
     "pad_frames": PadFramesStep,
+    "coadd_frames": CoaddFramesStep,  # skipped by default; after the shifts (per integration)
+    "blur_frames": BlurFramesStep,  # skipped by default; after the shifts (damps their ringing)
 }
 
 
@@ -50,6 +57,7 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
         save_diagnostics = boolean(default=True)  # Write <product>_klipprep.png (frames before/after, shifts) when products are saved
         shift_method = option("sinc", "lanczos", "fourier", default="sinc")  # Kernel of the single resampling
         keep_backgrounds = boolean(default=False)  # Also return (and save) the background exposures
+        fill_nans = boolean(default=True)  # Last: NaN SCI pixels set to 0 and flagged DO_NOT_USE (pyKLIP ADI+RDI and jwst klip need finite pixels)
     """  # noqa: E501
 
     step_defs = dict(STEP_ORDER)
@@ -75,6 +83,8 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
             t0 = time.perf_counter()
             models = step.run(models)
             timings[alias] = time.perf_counter() - t0
+        for model in members(models):  # consumers: star keywords, uncertainties, NaN policy
+            prepare_for_consumers(model, nan_fill=self.fill_nans)
         roles = classify_members(members(models))
         kept = [(m, r.kind) for m, r in zip(members(models), roles, strict=True)
                 if self.keep_backgrounds or r.kind in ("SCI", "REF")]
