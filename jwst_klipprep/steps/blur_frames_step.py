@@ -59,7 +59,7 @@ class BlurFramesStep(KlipPrepStep):
     spec = """
         skip = boolean(default=True)  # In the klipprep pipeline: skipped unless skip=False (a standalone run always runs)
         fwhm = string(default="auto")  # Gaussian FWHM in pixels, or auto (brings lambda_min/D up to target_fwhm)
-        target_fwhm = float(default=2.0, min=0)  # auto: wanted lambda_min/D in pixels (2 = Nyquist)
+        target_fwhm = float(default=3.45, min=0)  # auto: wanted lambda_min/D in pixels (3.45 = prior art, 2 = Nyquist)
         bad_flags = string(default="DO_NOT_USE")  # DQ flags of pixels neither used nor changed
     """  # noqa: E501
 

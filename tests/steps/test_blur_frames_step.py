@@ -44,14 +44,15 @@ def test_blur_auto_short_wavelength(cube):
     result = BlurFramesStep.call(cube)
     rec = result.meta.instance["klipprep"]["blur_frames"]
     expected = auto_fwhm(wavelength_min_um=rec["wavelength_min_um"], diameter_m=5.2,
-                         pixel_scale_arcsec=0.045)
+                         pixel_scale_arcsec=0.045, target_fwhm_px=3.45)
     assert rec["fwhm"] == pytest.approx(expected) and expected > 0.5
+    assert rec["target_fwhm"] == 3.45  # the prior art's automatic choice is the default
     assert result.meta.cal_step.instance["blur_frames"] == "COMPLETE"
 
 
 def test_blur_auto_nyquist_sampled_is_skipped(cube):
     cube.meta.photometry.pixelarea_arcsecsq = 0.063**2  # F444W on the LW pixel: Nyquist
-    result = BlurFramesStep.call(cube)
+    result = BlurFramesStep.call(cube, target_fwhm=2.0)
     np.testing.assert_array_equal(result.data, cube.data)
     assert result.meta.cal_step.instance["blur_frames"] == "SKIPPED"
     assert result.meta.instance["klipprep"]["blur_frames"]["fwhm"] == 0.0
