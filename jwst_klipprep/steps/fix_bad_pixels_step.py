@@ -10,12 +10,12 @@ from stdatamodels.jwst.datamodels import dqflags
 from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status
 from jwst_klipprep._base import InputError, KlipPrepStep
 from jwst_klipprep.algorithms.badpix import (
+    FIND_NAMES,
+    REPAIR_METHODS,
+    find_and_repair,
     find_custom,
     find_dq,
     find_nonfinite,
-    find_spatial,
-    find_temporal,
-    repair,
 )
 from jwst_klipprep.psf.builtin import FILTERS
 
@@ -23,8 +23,6 @@ __all__ = ["FixBadPixelsStep"]
 
 log = logging.getLogger(__name__)
 
-FIND_NAMES = ("dq", "temporal", "spatial", "custom")
-FIX_NAMES = ("temporal", "local", "interp")
 DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]
 NON_SCIENCE = dqflags.pixel["NON_SCIENCE"]
 FLUX_ESTIMATED = dqflags.pixel["FLUX_ESTIMATED"]
@@ -55,7 +53,8 @@ class FixBadPixelsStep(KlipPrepStep):
         """Check the method names before opening anything, then process each member."""
         self._find = [str(n).strip().lower() for n in self.find or [] if str(n).strip()]
         self._fix = [str(n).strip().lower() for n in self.fix or [] if str(n).strip()]
-        for kind, names, valid in (("find", self._find, FIND_NAMES), ("fix", self._fix, FIX_NAMES)):
+        valid_names = (("find", self._find, FIND_NAMES), ("fix", self._fix, tuple(REPAIR_METHODS)))
+        for kind, names, valid in valid_names:
             unknown = [n for n in names if n not in valid]
             if unknown:
                 raise ValueError(f"fix_bad_pixels: unknown {kind} method(s) {unknown}; valid: "
@@ -74,69 +73,50 @@ class FixBadPixelsStep(KlipPrepStep):
         data, err, dq = arrays.data, arrays.err, np.asarray(arrays.dq)
         nonsci = (dq & NON_SCIENCE) != 0
         bad = find_nonfinite(data, ignore=nonsci)
-        found = {"nonfinite": int(bad.sum())}
-        detected = np.zeros(data.shape, bool)
-        for name in self._find:
-            if name == "dq":
-                new = find_dq(dq, bad_bits=dq_bits(self.dq_flags), ignore_bits=NON_SCIENCE) & ~bad
-            else:
-                new = self._detect(name, model, data, err, bad | nonsci) & ~nonsci
-                detected |= new
-            found[name] = int(new.sum())
-            bad |= new
-        work = np.where(nonsci, np.nan, data)  # NON_SCIENCE pixels are never donors
-        remaining, repaired = bad.copy(), np.zeros(data.shape, bool)
-        out_err = err
-        repaired_by = {}
-        for name in self._fix:
-            if not remaining.any():
-                break
-            result = repair(work, remaining, err=out_err, method=name, **self._fix_options(
-                name, model))
-            work, out_err = result.data, result.err if result.err is not None else out_err
-            repaired |= result.repaired
-            repaired_by[name] = int(result.repaired.sum())
-            remaining = result.remaining
-        out = np.where(nonsci, data, work)
-        out[remaining] = np.nan
-        outliers = detected if self.flag_outliers else np.zeros_like(detected)
-        self._write_back(arrays, out, out_err, dq, repaired, remaining, outliers, err)
+        masks = {}
+        if "dq" in self._find:
+            masks["dq"] = find_dq(dq, bad_bits=dq_bits(self.dq_flags), ignore_bits=NON_SCIENCE)
+        if "custom" in self._find:
+            masks["custom"] = self._custom(data.shape)
+        if "temporal" in self._find and data.shape[0] < self.min_nints:
+            log.info("fix_bad_pixels: %s: find=temporal skipped (%d integration(s) < "
+                     "min_nints %d)", model.meta.filename, data.shape[0], self.min_nints)
+        sigmas = {"sigma": self.sigma, "neg_sigma": self.neg_sigma}
+        res = find_and_repair(
+            data, err=err, bad=bad, ignore=nonsci, find=self._find, fix=self._fix, masks=masks,
+            find_options={"temporal": {**sigmas, "min_nints": self.min_nints},
+                          "spatial": {**sigmas, "footprint": self.footprint}},
+            fix_options={name: self._fix_options(name, model) for name in self._fix},
+        )
+        found = {"nonfinite": int(bad.sum()), **res.found_by}
+        outliers = res.outliers if self.flag_outliers else np.zeros(data.shape, bool)
+        out_err = res.err if res.err is not None else err
+        self._write_back(arrays, res.data, out_err, dq, res.repaired, res.remaining, outliers,
+                         err)
         arrays.to_model(model)
+        n_repaired, n_left = int(res.repaired.sum()), int(res.remaining.sum())
         record(
             model, self.class_alias, find=self._find, fix=self._fix, found=found,
-            repaired=repaired_by, n_repaired=int(repaired.sum()),
-            n_unrepaired=int(remaining.sum()), n_detected_new=int(detected.sum()),
-            sigma=self.sigma, neg_sigma=self.neg_sigma,
+            repaired=res.repaired_by, n_repaired=n_repaired, n_unrepaired=n_left,
+            n_detected_new=int(res.outliers.sum()), sigma=self.sigma, neg_sigma=self.neg_sigma,
         )
         set_status(model, self.class_alias)
         log.info(
             "fix_bad_pixels: %s: found %s; repaired %d pixel(s) %s (flagged FLUX_ESTIMATED), %d "
             "left NaN and DO_NOT_USE",
             model.meta.filename, ", ".join(f"{k} {v}" for k, v in found.items()),
-            int(repaired.sum()), repaired_by, int(remaining.sum()),
+            n_repaired, res.repaired_by, n_left,
         )
 
     # ----------------------------------------------------------------------------------------
 
-    def _detect(self, name, model, data, err, bad):
-        if name == "temporal":
-            if data.shape[0] < self.min_nints:
-                log.info("fix_bad_pixels: %s: find=temporal skipped (%d integration(s) < "
-                         "min_nints %d)", model.meta.filename, data.shape[0], self.min_nints)
-                return np.zeros(data.shape, bool)
-            return find_temporal(data, err=err, bad=bad, sigma=self.sigma,
-                                 neg_sigma=self.neg_sigma, min_nints=self.min_nints)
-        if name == "spatial":
-            return find_spatial(data, err=err, bad=bad, sigma=self.sigma,
-                                neg_sigma=self.neg_sigma, footprint=self.footprint)
-        mask = None
-        if self.custom_mask:
-            mask = self._load_mask(data.shape)
+    def _custom(self, shape):
+        mask = self._load_mask(shape) if self.custom_mask else None
         pixels = None
         if self.custom_pixels:
             values = list(self.custom_pixels)
             pixels = list(zip(values[::2], values[1::2], strict=True))
-        return find_custom(data.shape, mask=mask, pixels=pixels)
+        return find_custom(shape, mask=mask, pixels=pixels)
 
     def _load_mask(self, shape):
         path = Path(self.custom_mask)

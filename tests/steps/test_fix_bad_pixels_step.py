@@ -98,3 +98,20 @@ def test_custom_mask_file(tmp_path):
 def test_bad_parameters(cube, kwargs, match):
     with pytest.raises(ValueError, match=match):
         FixBadPixelsStep.call(cube, **kwargs)
+
+
+def test_sigma_reaches_the_detectors():
+    """A step parameter changes the result: a 12-sigma hot pixel is found at sigma=5, not 30."""
+    model, _ = _model()
+    data = np.array(model.data)
+    err = np.array(model.err)
+    data[:, 34, 36] += 12 * err[:, 34, 36]
+    model.data = data
+    low = FixBadPixelsStep.call(model, find=["temporal", "spatial"], sigma=5.0)
+    high = FixBadPixelsStep.call(model, find=["temporal", "spatial"], sigma=30.0)
+    assert np.all(low.dq[:, 34, 36] & OUTLIER)
+    assert not np.any(high.dq[:, 34, 36] & OUTLIER)
+    rec_low = low.meta.instance["klipprep"]["fix_bad_pixels"]
+    rec_high = high.meta.instance["klipprep"]["fix_bad_pixels"]
+    assert rec_low["sigma"] == 5.0 and rec_high["sigma"] == 30.0
+    assert rec_low["n_detected_new"] > rec_high["n_detected_new"]
