@@ -46,6 +46,14 @@ from jwst_klipprep.algorithms.badpix_detect import (
     find_temporal,
 )
 from jwst_klipprep.algorithms.badpix_interp import INTERP_MODELS, repair_interp
+from jwst_klipprep.algorithms.badpix_persistent import (
+    KIND_NAMES,
+    Evidence,
+    PersistentDefects,
+    default_min_votes,
+    exposure_evidence,
+    find_persistent,
+)
 from jwst_klipprep.algorithms.badpix_repair import Repair, repair_local, repair_temporal
 from jwst_klipprep.algorithms.badpix_spatial import find_spatial
 
@@ -53,15 +61,21 @@ __all__ = [
     "FIND_METHODS",
     "FIND_NAMES",
     "INTERP_MODELS",
+    "KIND_NAMES",
     "MASK_METHODS",
     "REPAIR_METHODS",
     "BadPixelResult",
+    "Evidence",
+    "PersistentDefects",
     "Repair",
     "check_methods",
+    "default_min_votes",
+    "exposure_evidence",
     "find_and_repair",
     "find_custom",
     "find_dq",
     "find_nonfinite",
+    "find_persistent",
     "find_spatial",
     "find_temporal",
     "repair",
