@@ -513,6 +513,11 @@ def run_ours_association(cubes, lam_over_d=2.8):
 
 
 ASSOC_FIND = ("persistent", "temporal", "spatial")
+ASSOC_WORKLOADS = {
+    "both": (("synthetic", synthetic_exposures), ("real F444W", real_exposures)),
+    "synthetic": (("synthetic", synthetic_exposures),),
+    "real": (("real F444W", real_exposures),),
+}
 
 
 def run_association(name, exposures, seed, quiet=False):
@@ -675,6 +680,8 @@ def main(argv=None):
     p.add_argument("--workload", choices=("synthetic", "real", "both", "association", "all"),
                    default="all", help="both = the per-file workloads; association = the "
                    "association workloads (synthetic and real); all = every one")
+    p.add_argument("--association", choices=tuple(ASSOC_WORKLOADS), default="both",
+                   help="which association workloads to run")
     p.add_argument("--no-prior-art", action="store_true", help="only run ours")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -687,7 +694,7 @@ def main(argv=None):
     print(f"ours: find={list(OURS_FIND)}, fix={list(OURS_FIX)}, default options; "
           "prior art: sigclip(5, neg 1, +-1, 10 it)+timemed+localmed+medfilt(4)")
     if a.workload in ("association", "all"):
-        for wl, gen in (("synthetic", synthetic_exposures), ("real F444W", real_exposures)):
+        for wl, gen in ASSOC_WORKLOADS[a.association]:
             res = run_association(wl, gen(n_exp, nints, size, a.seed), a.seed + 7, a.quiet)
             if res is None:
                 print(f"\n(association {wl} skipped: no frames)")

@@ -128,7 +128,12 @@ def _shifted(image, offsets):
 
 
 def _stand_out(ev, spread_factor):
-    """(z, finite) of one exposure: (pixel - ring median) / noise, noise rescaled to the data."""
+    """(z, usable, noise) of one exposure: z = (pixel - ring median) / noise (+) ring spread.
+
+    The noise is the evidence's, floored at a quarter of its median (ERR of real products can be
+    tiny or negative) and scaled up by the robust scatter of z over the frame when that exceeds
+    1 (ERR too small, static or correlated noise); without ERR it is that scatter.
+    """
     ring = np.sort(_shifted(ev.image, _RING), axis=0)
     n = np.sum(np.isfinite(ring), axis=0)
     med = median_sorted(ring, n, 0)
@@ -136,20 +141,21 @@ def _stand_out(ev, spread_factor):
     hi = np.take_along_axis(ring, np.maximum(n - 1 - n // 4, 0)[None], 0)[0]
     spread = (hi - lo) / 1.349
     d = ev.image - med
-    noise = ev.noise if np.isfinite(ev.noise).any() else np.ones_like(d)
-    # ERR of real products can be tiny or negative: floor it at a quarter of its median
-    finite_noise = noise[np.isfinite(noise) & (noise > 0)]
-    floor = 0.25 * np.median(finite_noise) if finite_noise.size else 1.0
-    noise = np.fmax(noise, floor) * math.sqrt(1.0 + VAR_MEDIAN / 16)
+    has_err = bool(np.isfinite(ev.noise).any())
+    if has_err:
+        finite_noise = ev.noise[np.isfinite(ev.noise) & (ev.noise > 0)]
+        floor = 0.25 * np.median(finite_noise) if finite_noise.size else 1.0
+        noise = np.fmax(ev.noise, floor)
+    else:
+        noise = np.ones_like(d)
+    ring_factor = math.sqrt(1.0 + VAR_MEDIAN / 16)
     with np.errstate(invalid="ignore"):
-        z = d / np.hypot(noise, spread_factor * spread)
+        z = d / np.hypot(noise * ring_factor, spread_factor * spread)
     ok = np.isfinite(z) & (n >= 8)
-    # the scatter of z over the frame: the noise is rescaled when it exceeds 1 (ERR too small,
-    # correlated noise); without ERR it is the noise
     sample = z[ok][::3]
     scale = MAD_TO_SIGMA * np.median(np.abs(sample - np.median(sample))) if sample.size else 1.0
-    scale = max(scale, 1.0) if np.isfinite(ev.noise).any() else max(scale, 1e-30)
-    return z / scale, ok
+    scale = max(scale, 1.0) if has_err else max(scale, 1e-30)
+    return z / scale, ok, noise * scale
 
 
 # ----------------------------------------------------------------------------- shape test
@@ -244,14 +250,16 @@ def _min_rss(patches, ops):
     return best
 
 
-def _shape_test(patches, noise, lam_over_d, margin, ratio):
-    """True where a defect shape fits the patch clearly better than any PSF shape."""
+def _shape_test(patches, noise, lam_over_d, margin):
+    """True where a defect shape fits the patch better than any PSF shape by ``margin`` in
+    chi^2, with the variance the larger of the noise's and the defect fit's residual (so that
+    in structure that neither shape fits, the PSF must be worse by a factor)."""
     psf_ops, defect_ops = _operators(lam_over_d)
     rss_psf = _min_rss(patches, psf_ops)
     rss_def = _min_rss(patches, defect_ops)
+    var = np.fmax(noise**2, rss_def / (_PATCH**2 - 4))
     with np.errstate(invalid="ignore", divide="ignore"):
-        delta = (rss_psf - rss_def) / noise**2
-    return (delta > margin) & (rss_def < ratio * rss_psf)
+        return (rss_psf - rss_def) / var > margin
 
 
 # ----------------------------------------------------------------------------- driver
@@ -283,8 +291,7 @@ def find_persistent(
     min_votes=None,
     lam_over_d=2.8,
     spread_factor=0.5,
-    shape_margin=25.0,
-    shape_ratio=0.5,
+    shape_margin=None,
 ):
     """Detector defects from the evidence of every exposure of one detector (see module doc).
 
@@ -304,9 +311,12 @@ def find_persistent(
         lambda/D of the optics in pixels, for the PSF shapes of the shape test.
     spread_factor : float, optional
         Weight of the ring's spread (smooth structure) in the noise of the stand-out test.
-    shape_margin, shape_ratio : float, optional
-        A candidate is a defect when its best defect shape leaves a residual smaller than the
-        best PSF shape's by ``shape_margin`` (in chi^2) and by the factor ``shape_ratio``.
+    shape_margin : float, optional
+        Default 4 when the votes come from two scenes or more (the test then only has to keep
+        out star-fixed PSF structure), 25 otherwise (per-file evidence: it must keep out every
+        sky source).  A candidate is a defect when its best defect shape (plus a plane) leaves a residual
+        smaller than the best PSF shape's by ``shape_margin`` in chi^2, with the variance the
+        larger of the noise's and the defect fit's residual per degree of freedom.
 
     Returns
     -------
@@ -333,12 +343,16 @@ def find_persistent(
     n_scenes = int(scene_ids.max()) + 1
     hot = np.zeros((n_exp, *shape), bool)
     cold = np.zeros((n_exp, *shape), bool)
+    noises = []
     for e, ev in enumerate(evidence):
-        z, ok = _stand_out(ev, spread_factor)
+        z, ok, noise = _stand_out(ev, spread_factor)
+        noises.append(noise)
         with np.errstate(invalid="ignore"):
             hot[e] = ok & (z > sigma)
             cold[e] = ok & (z < -neg_sigma)
     need_scenes = min(2, n_scenes)
+    if shape_margin is None:
+        shape_margin = 4.0 if n_scenes >= 2 else 25.0
     candidates = np.zeros(shape, bool)
     votes = np.zeros(shape, np.int32)
     sign_votes = []
@@ -357,14 +371,13 @@ def find_persistent(
         cy, cx = np.nonzero(cand & ~mask)
         if cy.size == 0:
             continue
-        keep = _test_candidates(evidence, votes_by, cy, cx, lam_over_d, shape_margin,
-                                shape_ratio)
+        keep = _test_candidates(evidence, noises, votes_by, cy, cx, lam_over_d, shape_margin)
         mask[cy[keep], cx[keep]] = True
         n_psf_like += int((~keep).sum())
     return PersistentDefects(mask, _classify(mask), votes, min_votes, n_psf_like)
 
 
-def _test_candidates(evidence, votes_by, cy, cx, lam_over_d, margin, ratio):
+def _test_candidates(evidence, noises, votes_by, cy, cx, lam_over_d, margin):
     """PSF-shape test of candidates on the median patch of their voting exposures."""
     half = _PATCH // 2
     dy, dx = np.mgrid[-half:half + 1, -half:half + 1]
@@ -380,7 +393,7 @@ def _test_candidates(evidence, votes_by, cy, cx, lam_over_d, margin, ratio):
         voted = votes_by[e, cy, cx]
         p = np.where(inside, ev.image[yy, xx], np.nan)
         patches[e, voted] = p[voted]
-        noise2[e, voted] = ev.noise[cy[voted], cx[voted]] ** 2
+        noise2[e, voted] = noises[e][cy[voted], cx[voted]] ** 2
     nv = np.sum(np.isfinite(noise2), axis=0)
     srt = np.sort(patches, axis=0)
     patch = median_sorted(srt, np.sum(np.isfinite(srt), axis=0), 0)
@@ -396,5 +409,5 @@ def _test_candidates(evidence, votes_by, cy, cx, lam_over_d, margin, ratio):
     if bad_noise.any():
         good_noise = noise[~bad_noise]
         noise[bad_noise] = np.median(good_noise) if good_noise.size else np.nanstd(patch)
-    return _shape_test(patch, noise, lam_over_d, margin, ratio)
+    return _shape_test(patch, noise, lam_over_d, margin)
 
