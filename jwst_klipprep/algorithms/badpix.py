@@ -138,6 +138,9 @@ class BadPixelResult(NamedTuple):
     found_by: dict | None = None
     #: Number of pixels repaired by each repair method.
     repaired_by: dict | None = None
+    #: Which method found each pixel: 0 = none (or in the input ``bad``), i = the i-th key of
+    #: ``found_by`` (int8, shape of ``data``).
+    found_map: np.ndarray | None = None
 
 
 def check_methods(find, fix):
@@ -208,6 +211,7 @@ def find_and_repair(
     found = np.zeros(data.shape, bool)
     outliers = np.zeros(data.shape, bool)
     found_by = {}
+    found_map = np.zeros(data.shape, np.int8)
     for name in find:
         if name in MASK_METHODS:
             new = np.broadcast_to(np.asarray(masks[name], bool), data.shape) & ~(skip | found)
@@ -219,6 +223,7 @@ def find_and_repair(
         if name != "dq":
             outliers |= new
         found_by[name] = int(new.sum())
+        found_map[new] = len(found_by)
         log.debug("detection %s: %d pixel(s)", name, found_by[name])
         found |= new
     if dilate:
@@ -227,6 +232,7 @@ def find_and_repair(
         outliers |= grown
         found |= grown
         found_by["dilate"] = int(grown.sum())
+        found_map[grown] = len(found_by)
     remaining = bad | found
     repaired = np.zeros(data.shape, bool)
     repaired_by = {}
@@ -242,4 +248,5 @@ def find_and_repair(
         log.debug("repair %s: %d pixel(s)", name, repaired_by[name])
     out = work.copy() if ignore is None else np.where(ignore, data, work).astype(data.dtype)
     out[remaining] = np.nan
-    return BadPixelResult(out, err, found, repaired, remaining, outliers, found_by, repaired_by)
+    return BadPixelResult(out, err, found, repaired, remaining, outliers, found_by, repaired_by,
+                          found_map)

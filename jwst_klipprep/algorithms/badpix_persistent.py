@@ -314,9 +314,9 @@ def find_persistent(
     shape_margin : float, optional
         Default 4 when the votes come from two scenes or more (the test then only has to keep
         out star-fixed PSF structure), 25 otherwise (per-file evidence: it must keep out every
-        sky source).  A candidate is a defect when its best defect shape (plus a plane) leaves a residual
-        smaller than the best PSF shape's by ``shape_margin`` in chi^2, with the variance the
-        larger of the noise's and the defect fit's residual per degree of freedom.
+        sky source).  A candidate is a defect when its best defect shape (plus a plane) leaves
+        a residual smaller than the best PSF shape's by ``shape_margin`` in chi^2, with the
+        variance the larger of the noise's and the defect fit's residual per degree of freedom.
 
     Returns
     -------
