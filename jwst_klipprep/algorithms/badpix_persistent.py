@@ -137,9 +137,11 @@ def _stand_out(ev, spread_factor):
     ring = np.sort(_shifted(ev.image, _RING), axis=0)
     n = np.sum(np.isfinite(ring), axis=0)
     med = median_sorted(ring, n, 0)
-    lo = np.take_along_axis(ring, np.maximum(n // 4, 0)[None], 0)[0]
-    hi = np.take_along_axis(ring, np.maximum(n - 1 - n // 4, 0)[None], 0)[0]
-    spread = (hi - lo) / 1.349
+    # spread of the middle third of the ring (~0.82 sigma wide for Gaussian values): the 5 ring
+    # pixels that a 3x3 cluster puts in the ring of its corners do not reach it
+    lo = np.take_along_axis(ring, np.maximum(n // 3, 0)[None], 0)[0]
+    hi = np.take_along_axis(ring, np.maximum(n - 1 - n // 3, 0)[None], 0)[0]
+    spread = (hi - lo) / 0.82
     d = ev.image - med
     has_err = bool(np.isfinite(ev.noise).any())
     if has_err:
