@@ -191,7 +191,9 @@ def find_and_repair(
         Grow every found and known bad pixel by this many pixels (8-connected), within each
         integration, before the repair.
     find_options, fix_options : dict of dict, optional
-        Keyword options per method name, e.g. ``{"spatial": {"sigma": 6}}``.
+        Keyword options per method name, e.g. ``{"spatial": {"sigma": 6}}``.  With
+        ``persistent`` in ``find``, ``spatial`` defaults to ``stack=False`` (static defects are
+        the persistent map's; the spatial detector then looks for transients).
 
     Returns
     -------
@@ -207,6 +209,11 @@ def find_and_repair(
     data = check_cube("data", data)
     bad = np.zeros(data.shape, bool) if bad is None else check_like("bad", bad, data.shape, bool)
     ignore = None if ignore is None else check_like("ignore", ignore, data.shape, bool)
+    if "persistent" in find and "spatial" in find:
+        # the static defects are the persistent map's: the spatial detector's pass on the
+        # median image (``stack``) would only repeat it, with less evidence
+        find_options = {**find_options,
+                        "spatial": {"stack": False, **find_options.get("spatial", {})}}
     skip = bad if ignore is None else bad | ignore
     found = np.zeros(data.shape, bool)
     outliers = np.zeros(data.shape, bool)

@@ -41,7 +41,7 @@ OUTLIER = dqflags.pixel["OUTLIER"]
 
 
 class FixBadPixelsStep(KlipPrepStep):
-    """Find bad pixels (DQ, temporal, spatial, custom) and repair them (temporal, local, interp)."""
+    """Find bad pixels (DQ, association-wide persistent, temporal, spatial, custom); repair them."""
 
     class_alias = "fix_bad_pixels"
 
@@ -59,7 +59,7 @@ class FixBadPixelsStep(KlipPrepStep):
         cutoff = float(default=None, min=0.01, max=0.5)  # fix=interp band limit (cycles/px); default from the filter wavelength
         min_votes = integer(default=None, min=1)  # find=persistent: exposures of a group in which a pixel must stand out (default 1 of 1, 2 of 2-5, 3/8 of more)
         dilate = integer(default=0, min=0, max=5)  # Grow the bad pixels found by this many pixels (8-connected) before the repair
-        flag_outliers = boolean(default=True)  # OR the OUTLIER flag into pixels found by temporal, spatial or custom
+        flag_outliers = boolean(default=True)  # OR the OUTLIER flag into pixels found by persistent, temporal, spatial, custom or dilate
     """  # noqa: E501
 
     def process(self, step_input):
