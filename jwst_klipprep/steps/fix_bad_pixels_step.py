@@ -239,12 +239,16 @@ class FixBadPixelsStep(KlipPrepStep):
         return {"cutoff": self._cutoff(model)}
 
     def _cutoff(self, model):
-        """Band limit in cycles per pixel: the parameter, else D/lambda of the filter."""
+        """Band limit in cycles per pixel: the parameter, else D/lambda of the filter.
+
+        0.36 cycles/px at 4.4 um on NIRCam LW pixels (measured best on F444W), scaled by the
+        wavelength and by the pixel scale of the detector (NIRCam SW, MIRI).
+        """
         if self.cutoff is not None:
             return self.cutoff
         spec = FILTERS.get(str(model.meta.instrument.filter).upper())
         wavelength = spec.center_um if spec is not None else 4.4
-        return min(0.5, 0.36 * 4.4 / wavelength)
+        return min(0.5, 0.36 * 4.4 / wavelength * _pixel_scale(model) / _PIXEL_SCALE["LONG"])
 
     @staticmethod
     def _write_back(arrays, out, out_err, dq, repaired, remaining, detected, err_in):
@@ -276,6 +280,21 @@ class _GroupDefects(NamedTuple):
     mask: np.ndarray
     kind: np.ndarray
     summary: dict
+
+
+_PIXEL_SCALE = {"LONG": 0.063, "SHORT": 0.031, "MIRI": 0.11}  # arcsec per pixel
+
+
+def _pixel_scale(model):
+    """Nominal pixel scale of the model's detector (NIRCam LW when unknown)."""
+    if str(model.meta.instrument.name).upper() == "MIRI":
+        return _PIXEL_SCALE["MIRI"]
+    detector = str(model.meta.instrument.detector or "").upper()
+    channel = str(model.meta.instrument.channel or "").upper()
+    if channel == "SHORT" or (detector.startswith("NRC") and not detector.endswith("LONG")
+                              and detector not in ("", "NONE")):
+        return _PIXEL_SCALE["SHORT"]
+    return _PIXEL_SCALE["LONG"]
 
 
 def _scene(model):

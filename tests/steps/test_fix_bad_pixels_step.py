@@ -236,3 +236,23 @@ def test_dq_flags_by_value_and_dilate():
         FixBadPixelsStep.call(model, find=["dq"], dq_flags="3")
     with pytest.raises(ValueError, match="unknown DQ flag"):
         FixBadPixelsStep.call(model, find=["dq"], dq_flags="NOT_A_FLAG")
+
+
+@pytest.mark.parametrize(("instrument", "detector", "filt", "scale"), [
+    ("NIRCAM", "NRCALONG", "F444W", 0.063),
+    ("NIRCAM", "NRCA2", "F210M", 0.031),  # SW pixels: capped at Nyquist
+    ("MIRI", "MIRIMAGE", "F1140C", 0.11),
+])
+def test_band_limit_follows_filter_and_pixel_scale(instrument, detector, filt, scale):
+    """cutoff (and the shape test's lambda/D) = 0.36 cycles/px at 4.4 um on 0.063" pixels."""
+    from jwst_klipprep.psf.builtin import FILTERS
+
+    model = make_model(instrument=instrument)
+    model.meta.instrument.detector = detector
+    model.meta.instrument.filter = filt
+    if instrument == "NIRCAM":
+        model.meta.instrument.channel = "LONG" if detector.endswith("LONG") else "SHORT"
+    expected = min(0.5, 0.36 * 4.4 / FILTERS[filt].center_um * scale / 0.063)
+    assert FixBadPixelsStep()._cutoff(model) == pytest.approx(expected, rel=1e-6)
+    if filt == "F1140C":
+        assert 0.2 < expected < 0.3
