@@ -490,7 +490,7 @@ def inject_association(truth, err, dq, rng, star, defects, taken, off_psf):
     return data, err_out, dq, noisy, truth, kinds, sources
 
 
-def run_ours_association(cubes, lam_over_d=2.8):
+def run_ours_association(cubes, lam_over_d=2.8, find=None):
     """Our chain on a group of exposures: association evidence, then each exposure."""
     t0, c0 = time.perf_counter(), time.process_time()
     evidence, bads, nonscis = [], [], []
@@ -505,7 +505,7 @@ def run_ours_association(cubes, lam_over_d=2.8):
     outs = []
     for (data, err, _), bad, nonsci in zip(cubes, bads, nonscis, strict=True):
         res = badpix.find_and_repair(
-            data, err=err, bad=bad, ignore=nonsci, find=ASSOC_FIND, fix=OURS_FIX,
+            data, err=err, bad=bad, ignore=nonsci, find=find or ASSOC_FIND, fix=OURS_FIX,
             masks={"persistent": persistent.mask},
             fix_options={"interp": {"cutoff": 1.0 / lam_over_d}})
         outs.append((res.data, res.err, bad | res.found))
@@ -520,7 +520,7 @@ ASSOC_WORKLOADS = {
 }
 
 
-def run_association(name, exposures, seed, quiet=False):
+def run_association(name, exposures, seed, quiet=False, find=None):
     rng = np.random.default_rng(seed)
     exposures = list(exposures)
     if not exposures:
@@ -536,7 +536,7 @@ def run_association(name, exposures, seed, quiet=False):
         cubes.append((data, err_in, dq_in))
         extra.append((truth_s, err, noisy, kinds, sources, star_e, comp))
     snapshots = [c[0].copy() for c in cubes]
-    outs, persistent, wall, cpu = run_ours_association(cubes)
+    outs, persistent, wall, cpu = run_ours_association(cubes, find=find)
     for c, snap in zip(cubes, snapshots, strict=True):
         assert np.array_equal(c[0], snap, equal_nan=True), "ours modified its input"
     t = Tally()
@@ -581,7 +581,7 @@ def run_association(name, exposures, seed, quiet=False):
         t.add("sq clean change", float(np.nansum(z**2)), int(clean.sum()))
     if not quiet:
         print(f"  {name}: done", file=sys.stderr, flush=True)
-    return dict(tally=t, wall=wall, cpu=cpu, n_exp=len(cubes), shape=shape,
+    return dict(tally=t, wall=wall, cpu=cpu, n_exp=len(cubes), shape=shape, find=find or ASSOC_FIND,
                 kinds=list(extra[0][3]), persistent=persistent)
 
 
@@ -615,6 +615,7 @@ def association_table(name, res):
     p = res["persistent"]
     lines.append(f"| persistent map: pixels / votes needed / PSF-like candidates kept out | "
                  f"{int(p.mask.sum())} / {p.min_votes} of {n_exp} / {p.n_psf_like} | |")
+    lines.append(f"| detection methods | {', '.join(res['find'])} | |")
     lines.append(f"| seconds, whole workload: wall / CPU (box shared, see CPU) | "
                  f"{res['wall']:.2f} / {res['cpu']:.2f} | <= 4 |")
     return "\n".join(lines)
@@ -682,6 +683,9 @@ def main(argv=None):
                    "association workloads (synthetic and real); all = every one")
     p.add_argument("--association", choices=tuple(ASSOC_WORKLOADS), default="both",
                    help="which association workloads to run")
+    p.add_argument("--assoc-find", default=",".join(ASSOC_FIND),
+                   help="detection methods of the association workloads (default: the step's, "
+                   "less dq: %(default)s)")
     p.add_argument("--no-prior-art", action="store_true", help="only run ours")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -695,7 +699,8 @@ def main(argv=None):
           "prior art: sigclip(5, neg 1, +-1, 10 it)+timemed+localmed+medfilt(4)")
     if a.workload in ("association", "all"):
         for wl, gen in ASSOC_WORKLOADS[a.association]:
-            res = run_association(wl, gen(n_exp, nints, size, a.seed), a.seed + 7, a.quiet)
+            res = run_association(wl, gen(n_exp, nints, size, a.seed), a.seed + 7, a.quiet,
+                                  find=a.assoc_find.split(","))
             if res is None:
                 print(f"\n(association {wl} skipped: no frames)")
             else:

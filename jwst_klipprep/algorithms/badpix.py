@@ -253,7 +253,9 @@ def find_and_repair(
         repaired |= result.repaired
         repaired_by[name] = int(result.repaired.sum())
         log.debug("repair %s: %d pixel(s)", name, repaired_by[name])
-    out = work.copy() if ignore is None else np.where(ignore, data, work).astype(data.dtype)
+    out = work.copy() if work is data else work  # the repairs return new arrays
+    if ignore is not None:
+        out[ignore] = data[ignore]
     out[remaining] = np.nan
     return BadPixelResult(out, err, found, repaired, remaining, outliers, found_by, repaired_by,
                           found_map)
