@@ -512,7 +512,7 @@ def run_ours_association(cubes, lam_over_d=2.8, find=None):
     return outs, persistent, time.perf_counter() - t0, time.process_time() - c0
 
 
-ASSOC_FIND = ("persistent", "temporal", "spatial")
+ASSOC_FIND = ("persistent", "temporal")  # the step's default, less dq (no DQ flags here)
 ASSOC_WORKLOADS = {
     "both": (("synthetic", synthetic_exposures), ("real F444W", real_exposures)),
     "synthetic": (("synthetic", synthetic_exposures),),

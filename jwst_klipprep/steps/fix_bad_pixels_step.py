@@ -46,7 +46,7 @@ class FixBadPixelsStep(KlipPrepStep):
     class_alias = "fix_bad_pixels"
 
     spec = """
-        find = force_list(default=list("dq", "persistent", "temporal", "spatial"))  # Detection methods, in order: dq, persistent, temporal, spatial, custom
+        find = force_list(default=list("dq", "persistent", "temporal"))  # Detection methods, in order: dq, persistent, temporal, spatial, custom
         fix = force_list(default=list("temporal", "interp"))  # Repair methods, in order: temporal, local, interp
         dq_flags = string(default="DO_NOT_USE")  # DQ flags that mark a pixel bad (find=dq): names or integer flag values, comma-separated; NON_SCIENCE pixels are left alone
         sigma = float(default=5.0, min=2.0, max=100.0)  # Detection threshold (noise sigma) for bright outliers
@@ -115,10 +115,12 @@ class FixBadPixelsStep(KlipPrepStep):
         )
         found = {"nonfinite": int(bad.sum()), **res.found_by}
         repaired_kind = self._repaired_by_kind(res, bad, defects)
+        found_kind = {}
         if defects is not None:
+            persistent = res.found_map == list(res.found_by).index("persistent") + 1
             for k, kind_name in KIND_NAMES.items():
-                found[f"persistent_{kind_name}"] = int(
-                    (res.found & (defects.kind == k)[None]).sum())
+                found_kind[f"persistent_{kind_name}"] = int(
+                    (persistent & (defects.kind == k)[None]).sum())
         outliers = res.outliers if self.flag_outliers else np.zeros(data.shape, bool)
         out_err = res.err if res.err is not None else err
         self._write_back(arrays, res.data, out_err, dq, res.repaired, res.remaining, outliers,
@@ -127,7 +129,8 @@ class FixBadPixelsStep(KlipPrepStep):
         n_repaired, n_left = int(res.repaired.sum()), int(res.remaining.sum())
         record(
             model, self.class_alias, find=self._find, fix=self._fix, found=found,
-            repaired=res.repaired_by, repaired_kind=repaired_kind, n_repaired=n_repaired,
+            found_kind=found_kind, repaired=res.repaired_by, repaired_kind=repaired_kind,
+            n_repaired=n_repaired,
             n_unrepaired=n_left, n_detected_new=int(res.outliers.sum()), sigma=self.sigma,
             neg_sigma=self.neg_sigma, dilate=self.dilate,
             **({} if defects is None else {"persistent": defects.summary}),

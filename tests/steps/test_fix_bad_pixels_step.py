@@ -204,7 +204,8 @@ def test_association_defects_found_sources_untouched(tmp_path):
         assert rec["persistent"]["evidence"] == "association"
         assert rec["persistent"]["n_exposures"] == 4 and rec["persistent"]["n_scenes"] == 3
         assert rec["persistent"]["kinds"] == {"isolated": 1, "cluster": 13, "line": 12}
-        assert rec["found"]["persistent_cluster"] == 13 * NINTS
+        assert rec["found_kind"]["persistent_cluster"] == 13 * NINTS
+        assert rec["found"]["persistent"] == 26 * NINTS
         assert rec["repaired_kind"]["persistent_line"] == 12 * NINTS
     assert list(step.defect_maps) == ["NIRCAM/NRCALONG/SUB320A335R/64x64"]
     png = write_defect_map(step.defect_maps, tmp_path / "defects.png")
