@@ -14,7 +14,7 @@ median); `find_persistent` then
 3. keeps the candidates whose 5x5 patch (the median over the voting exposures) is fitted better
    by a defect shape (1x1, 2x2, 3x3, a row or column segment; plus a plane) than by any point
    source or diffraction ridge of the optics (an Airy core or line-spread function at sub-pixel
-   offsets; plus a plane): the PSF-shape test.  With one exposure (per-file evidence) the test is
+   offsets and a few widths, see ``_PSF_WIDTHS``; plus a plane): the PSF-shape test.  With one exposure (per-file evidence) the test is
    what keeps sky sources, speckles and the star out; with several scenes it only has to keep
    out the star-fixed PSF structure, since sky sources do not vote twice.
 
@@ -236,18 +236,20 @@ def _residual_operators(templates):
 _OPS_CACHE = {}
 
 
-#: lambda/D of the PSF shapes, relative to the nominal (``lam_over_d``): speckles and ridges
-#: can be sharper than the nominal optics say (the nominal includes the Lyot stop; the
-#: project's simulator is sharper still).  On the benchmark, 0.6-1.0 left every defect recall
-#: at 100 % and took the false flags within 40 px of a synthetic star from 0.10 % to 0; on the
-#: ``klipprep demo`` data the detector-defect map went from 229 to 23 pixels (none injected).
-_PSF_WIDTHS = (0.6, 0.75, 1.0)
+#: lambda/D of the PSF shapes, relative to the nominal (``lam_over_d``, which includes the Lyot
+#: stop): 0.75 is about the full aperture's.  With votes from several scenes the test has to
+#: keep out star-fixed speckles and ridges, which can look sharper still (the project's
+#: simulator): 0.6 is added there.  On the benchmark this left every defect recall at 100 % and
+#: took the false flags within 40 px of a synthetic star from 0.10 % to 0; on the
+#: ``klipprep demo`` data the detector-defect map went from 229 pixels to 23 (none injected).
+#: Per file, sky sources have the PSF's real shape and 0.6 would hide 2x2 clusters.
+_PSF_WIDTHS = {"scenes": (0.6, 0.75, 1.0), "per-file": (0.75, 1.0)}
 
 
-def _operators(lam_over_d):
-    key = round(float(lam_over_d), 3)
+def _operators(lam_over_d, widths):
+    key = (round(float(lam_over_d), 3), tuple(widths))
     if key not in _OPS_CACHE:
-        psf = np.concatenate([_psf_templates(w * key) for w in _PSF_WIDTHS])
+        psf = np.concatenate([_psf_templates(w * key[0]) for w in widths])
         _OPS_CACHE[key] = (_residual_operators(psf), _residual_operators(_defect_templates()))
     return _OPS_CACHE[key]
 
@@ -260,11 +262,11 @@ def _min_rss(patches, ops):
     return best
 
 
-def _shape_test(patches, noise, lam_over_d, margin):
+def _shape_test(patches, noise, lam_over_d, margin, widths):
     """True where a defect shape fits the patch better than any PSF shape by ``margin`` in
     chi^2, with the variance the larger of the noise's and the defect fit's residual (so that
     in structure that neither shape fits, the PSF must be worse by a factor)."""
-    psf_ops, defect_ops = _operators(lam_over_d)
+    psf_ops, defect_ops = _operators(lam_over_d, widths)
     rss_psf = _min_rss(patches, psf_ops)
     rss_def = _min_rss(patches, defect_ops)
     var = np.fmax(noise**2, rss_def / (_PATCH**2 - 4))
@@ -363,6 +365,7 @@ def find_persistent(
     need_scenes = min(2, n_scenes)
     if shape_margin is None:
         shape_margin = 4.0 if n_scenes >= 2 else 25.0
+    widths = _PSF_WIDTHS["scenes" if n_scenes >= 2 else "per-file"]
     candidates = np.zeros(shape, bool)
     votes = np.zeros(shape, np.int32)
     sign_votes = []
@@ -381,13 +384,14 @@ def find_persistent(
         cy, cx = np.nonzero(cand & ~mask)
         if cy.size == 0:
             continue
-        keep = _test_candidates(evidence, noises, votes_by, cy, cx, lam_over_d, shape_margin)
+        keep = _test_candidates(evidence, noises, votes_by, cy, cx, lam_over_d, shape_margin,
+                                widths)
         mask[cy[keep], cx[keep]] = True
         n_psf_like += int((~keep).sum())
     return PersistentDefects(mask, _classify(mask), votes, min_votes, n_psf_like)
 
 
-def _test_candidates(evidence, noises, votes_by, cy, cx, lam_over_d, margin):
+def _test_candidates(evidence, noises, votes_by, cy, cx, lam_over_d, margin, widths):
     """PSF-shape test of candidates on the median patch of their voting exposures."""
     half = _PATCH // 2
     dy, dx = np.mgrid[-half:half + 1, -half:half + 1]
@@ -419,5 +423,5 @@ def _test_candidates(evidence, noises, votes_by, cy, cx, lam_over_d, margin):
     if bad_noise.any():
         good_noise = noise[~bad_noise]
         noise[bad_noise] = np.median(good_noise) if good_noise.size else np.nanstd(patch)
-    return _shape_test(patch, noise, lam_over_d, margin)
+    return _shape_test(patch, noise, lam_over_d, margin, widths)
 
