@@ -14,9 +14,10 @@ median); `find_persistent` then
 3. keeps the candidates whose 5x5 patch (the median over the voting exposures) is fitted better
    by a defect shape (1x1, 2x2, 3x3, a row or column segment; plus a plane) than by any point
    source or diffraction ridge of the optics (an Airy core or line-spread function at sub-pixel
-   offsets and a few widths, see ``_PSF_WIDTHS``; plus a plane): the PSF-shape test.  With one exposure (per-file evidence) the test is
-   what keeps sky sources, speckles and the star out; with several scenes it only has to keep
-   out the star-fixed PSF structure, since sky sources do not vote twice.
+   offsets and a few widths, see ``_PSF_WIDTHS``; plus a plane): the PSF-shape test.  With one
+   exposure (per-file evidence) the test is what keeps sky sources, speckles and the star out;
+   with several scenes it only has to keep out the star-fixed PSF structure, since sky sources
+   do not vote twice.
 
 The result is a 2-D map (and a kind per pixel: isolated, cluster, line), to be OR-ed into every
 integration of every exposure of the group.  Pure numpy/scipy; nothing is modified in place.
