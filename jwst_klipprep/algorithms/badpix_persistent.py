@@ -238,13 +238,13 @@ _OPS_CACHE = {}
 
 
 #: lambda/D of the PSF shapes, relative to the nominal (``lam_over_d``, which includes the Lyot
-#: stop): 0.75 is about the full aperture's.  With votes from several scenes the test has to
-#: keep out star-fixed speckles and ridges, which can look sharper still (the project's
-#: simulator): 0.6 is added there.  On the benchmark this left every defect recall at 100 % and
-#: took the false flags within 40 px of a synthetic star from 0.10 % to 0; on the
-#: ``klipprep demo`` data the detector-defect map went from 229 pixels to 23 (none injected).
-#: Per file, sky sources have the PSF's real shape and 0.6 would hide 2x2 clusters.
-_PSF_WIDTHS = {"scenes": (0.6, 0.75, 1.0), "per-file": (0.75, 1.0)}
+#: stop): 0.75 is about the full aperture's, the sharpest a real source or speckle can be.
+#: Measured (``benchmarks/bench_badpix.py --workload association``): adding 0.75 to 1.0 took
+#: the false flags within 40 px of the synthetic star from 0.10 % to 0.02 % and the map of the
+#: ``klipprep demo`` data (no unflagged defect injected) from 229 pixels to 60, every recall
+#: unchanged; adding 0.6 as well (23 pixels on the demo) lost one 10-sigma hot pixel of 40 on
+#: the real frames (recall 97.5 %), so it is not used.
+_PSF_WIDTHS = {"scenes": (0.75, 1.0), "per-file": (0.75, 1.0)}
 
 
 def _operators(lam_over_d, widths):
