@@ -240,10 +240,10 @@ _OPS_CACHE = {}
 #: lambda/D of the PSF shapes, relative to the nominal (``lam_over_d``, which includes the Lyot
 #: stop): 0.75 is about the full aperture's, the sharpest a real source or speckle can be.
 #: Measured (``benchmarks/bench_badpix.py --workload association``): adding 0.75 to 1.0 took
-#: the false flags within 40 px of the synthetic star from 0.10 % to 0.02 % and the map of the
-#: ``klipprep demo`` data (no unflagged defect injected) from 229 pixels to 60, every recall
-#: unchanged; adding 0.6 as well (23 pixels on the demo) lost one 10-sigma hot pixel of 40 on
-#: the real frames (recall 97.5 %), so it is not used.
+#: the false flags within 40 px of the synthetic star from 0.10 % to 0.04 % and the map of the
+#: ``klipprep demo`` data (no unflagged defect injected; its log line) from 172 pixels to 36,
+#: every recall unchanged; adding 0.6 as well lost one 10-sigma hot pixel of 40 on the real
+#: frames (recall 97.5 %), so it is not used.
 _PSF_WIDTHS = {"scenes": (0.75, 1.0), "per-file": (0.75, 1.0)}
 
 
