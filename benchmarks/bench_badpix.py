@@ -5,6 +5,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_badpix.py          # 8 x 35 x 320 x 320, both workloads
     .venv/bin/python benchmarks/bench_badpix.py --quick    # 2 x 12 x 160 x 160, about 15 s
     .venv/bin/python benchmarks/bench_badpix.py --no-prior-art --workload synthetic
+    .venv/bin/python benchmarks/bench_badpix.py --workload association   # issue 10's workload
 
 Workloads
 ---------
@@ -20,7 +21,19 @@ real
     noise at the ERR level.  Row 0 and column 0 are NaN there: they get NON_SCIENCE.  Skipped when
     the folder is absent.
 
-Injected defects, with the true value of each pixel known
+association (``--workload association``, both frame sets)
+    The ``n_exp`` exposures of a workload form one detector group.  Defects are fixed on the
+    detector (the same pixels in every exposure, >= 40 px from the star): isolated hot and cold
+    pixels of 10, 30, 100 and 1000 ERR, 2x2 and 3x3 clusters (10-1000 ERR), two 30-px column
+    segments (10 and 100 ERR), NaN pixels with DO_NOT_USE; each exposure also gets 30 cosmic rays
+    (1-2 px, 10-1000 ERR, one integration) and three sky point sources (off-axis PSF, peak
+    20-500 ERR) at places of its own.  Ours: `exposure_evidence` of each exposure,
+    `find_persistent` over the group, then `find_and_repair` per exposure (``--assoc-find``).
+    The table gives recall per kind, false flags on clean pixels (>= and < 40 px from the star),
+    sky-source pixels flagged and flux change (r <= 3 px), the repair RMS over every injected
+    pixel, and the wall and CPU seconds of the whole workload.
+
+Injected defects of the per-file workloads, with the true value of each pixel known
     isolated static hot and cold pixels of 3, 5, 10, 30, 100 and 1000 ERR (unflagged), 2x2 and
     3x3 hot clusters (unflagged, 20 to 1000 ERR), a bad column and scattered NaN pixels (NaN and
     DO_NOT_USE, as in calints), cosmic-ray-like hits in one integration (1 or 2 pixels, 10 to
@@ -366,6 +379,261 @@ def run_workload(name, exposures, chains, seed, quiet=False):
                 kinds=list(kinds))
 
 
+# ----------------------------------------------------------------------------- association
+ASSOC_AMPLITUDES = (10, 30, 100, 1000)
+STAR_MARGIN = 40.0  # defects, cosmic rays and sky sources are at least this far from the star
+SOURCE_RADIUS = 3.0  # aperture of a sky source for the flag count and the flux change
+
+
+def detector_defects(shape, star, rng):
+    """Defects fixed on the detector (the same pixels in every exposure): a dict of label ->
+    (2-D mask, amplitude in ERR per pixel, signed; NaN for DQ-flagged NaN pixels)."""
+    ny, nx = shape
+    yy, xx = np.mgrid[:ny, :nx]
+    taken = np.hypot(yy - star[0], xx - star[1]) < STAR_MARGIN
+    taken[:3, :] = taken[-3:, :] = taken[:, :3] = taken[:, -3:] = True
+
+    def spot(h, w):
+        for _ in range(10000):
+            y, x = rng.integers(3, ny - 3 - h), rng.integers(3, nx - 3 - w)
+            if not taken[y - 3:y + h + 3, x - 3:x + w + 3].any():
+                taken[y - 3:y + h + 3, x - 3:x + w + 3] = True
+                return y, x
+        raise RuntimeError("no room left for a defect")
+
+    n_iso = max(4, (ny * nx) // 2500)
+    out = {}
+    for amp in ASSOC_AMPLITUDES:
+        for sign, label in ((1, "hot"), (-1, "cold")):
+            items = []
+            for _ in range(n_iso):
+                m = np.zeros(shape, bool)
+                m[spot(1, 1)] = True
+                items.append((m, sign * amp))
+            out[f"{label} {amp}"] = items
+    for side in (2, 3):
+        items = []
+        for _ in range(max(2, n_iso // 4)):
+            y, x = spot(side, side)
+            m = np.zeros(shape, bool)
+            m[y:y + side, x:x + side] = True
+            items.append((m, float(np.exp(rng.uniform(np.log(10), np.log(1000))))))
+        out[f"clusters {side}x{side}"] = items
+    items = []
+    for length, amp in ((30, 10.0), (30, 100.0)):
+        y, x = spot(length, 1)
+        m = np.zeros(shape, bool)
+        m[y:y + length, x] = True
+        items.append((m, amp))
+    out["column segments"] = items
+    items = []
+    for _ in range(n_iso):
+        m = np.zeros(shape, bool)
+        m[spot(1, 1)] = True
+        items.append((m, np.nan))
+    out["NaN (DQ)"] = items
+    return out, taken
+
+
+def inject_association(truth, err, dq, rng, star, defects, taken, off_psf):
+    """Noisy cube with the detector's defects, 30 cosmic rays and three sky point sources
+    (an off-axis PSF, peak 20-500 ERR, at places of their own in this exposure).  Returns
+    (data, err, dq, noisy, kinds, sources) with ``kinds`` label -> 3-D mask and ``sources`` a
+    list of (y, x, 3-D aperture mask, injected flux image)."""
+    nints, ny, nx = truth.shape
+    taken = taken.copy()
+    truth = truth.copy()
+    err = err.copy()
+    sources = []
+    half = off_psf.shape[0] // 2
+    for _ in range(3):
+        for _ in range(10000):
+            y, x = rng.uniform(12, ny - 12), rng.uniform(12, nx - 12)
+            iy, ix = int(round(y)), int(round(x))
+            if not taken[iy - 8:iy + 9, ix - 8:ix + 9].any():
+                taken[iy - 8:iy + 9, ix - 8:ix + 9] = True
+                break
+        peak = np.exp(rng.uniform(np.log(20), np.log(500)))
+        stamp = _fourier_shift(off_psf, y - iy, x - ix)
+        img = np.zeros((ny, nx), np.float32)
+        y0, x0 = iy - half, ix - half
+        sy, sx = slice(max(y0, 0), min(y0 + off_psf.shape[0], ny)), \
+            slice(max(x0, 0), min(x0 + off_psf.shape[1], nx))
+        img[sy, sx] = stamp[sy.start - y0:sy.stop - y0, sx.start - x0:sx.stop - x0]
+        img *= peak * float(err[0, iy, ix]) / img[iy, ix]
+        truth += img[None]
+        err = np.sqrt(err**2 + GAIN * np.maximum(img, 0)[None]).astype(np.float32)
+        yy, xx = np.mgrid[:ny, :nx]
+        aper = np.hypot(yy - y, xx - x) <= SOURCE_RADIUS
+        sources.append((y, x, np.broadcast_to(aper, truth.shape), img))
+    noisy = (truth + rng.normal(size=truth.shape).astype(np.float32) * err).astype(np.float32)
+    noisy[dq & NON_SCIENCE != 0] = np.nan
+    data, err_out, dq = noisy.copy(), err.copy(), dq.copy()
+    kinds = {}
+    for label, items in defects.items():
+        m3 = np.zeros(truth.shape, bool)
+        for m, amp in items:
+            mm = np.broadcast_to(m, truth.shape) & ((dq & NON_SCIENCE) == 0)
+            if amp != amp:  # NaN + DO_NOT_USE
+                data[mm] = np.nan
+                dq[mm] |= DO_NOT_USE
+            else:
+                excess = amp * err[mm]
+                data[mm] += excess
+                err_out[mm] = np.sqrt(err[mm] ** 2 + GAIN * np.maximum(excess, 0))
+            m3 |= mm
+        kinds[label] = m3
+    m3 = np.zeros(truth.shape, bool)
+    for _ in range(30):
+        for _ in range(10000):
+            y, x = rng.integers(3, ny - 3), rng.integers(3, nx - 4)
+            if not taken[y - 2:y + 3, x - 2:x + 4].any():
+                taken[y - 2:y + 3, x - 2:x + 4] = True
+                break
+        k = rng.integers(nints)
+        mm = np.zeros(truth.shape, bool)
+        mm[k, y, x] = True
+        if rng.random() < 0.5:
+            mm[k, y, x + 1] = True
+        excess = np.exp(rng.uniform(np.log(10), np.log(1000))) * err[mm]
+        data[mm] += excess
+        err_out[mm] = np.sqrt(err[mm] ** 2 + GAIN * np.maximum(excess, 0))
+        m3 |= mm
+    kinds["cosmic rays"] = m3
+    return data, err_out, dq, noisy, truth, kinds, sources
+
+
+def run_ours_association(cubes, lam_over_d=2.8, find=None):
+    """Our chain on a group of exposures: association evidence, then each exposure."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    evidence, bads, nonscis = [], [], []
+    for data, err, dq in cubes:
+        nonsci = badpix.find_dq(dq, bad_bits=NON_SCIENCE)
+        bad = badpix.find_dq(dq, bad_bits=DO_NOT_USE, ignore_bits=NON_SCIENCE)
+        bad |= badpix.find_nonfinite(data, ignore=nonsci)
+        evidence.append(badpix.exposure_evidence(data, err=err, bad=bad | nonsci))
+        bads.append(bad)
+        nonscis.append(nonsci)
+    persistent = badpix.find_persistent(evidence, lam_over_d=lam_over_d)
+    outs = []
+    for (data, err, _), bad, nonsci in zip(cubes, bads, nonscis, strict=True):
+        res = badpix.find_and_repair(
+            data, err=err, bad=bad, ignore=nonsci, find=find or ASSOC_FIND, fix=OURS_FIX,
+            masks={"persistent": persistent.mask},
+            fix_options={"interp": {"cutoff": 1.0 / lam_over_d}})
+        outs.append((res.data, res.err, bad | res.found))
+    return outs, persistent, time.perf_counter() - t0, time.process_time() - c0
+
+
+ASSOC_FIND = ("persistent", "temporal")  # the step's default, less dq (no DQ flags here)
+ASSOC_WORKLOADS = {
+    "both": (("synthetic", synthetic_exposures), ("real F444W", real_exposures)),
+    "synthetic": (("synthetic", synthetic_exposures),),
+    "real": (("real F444W", real_exposures),),
+}
+
+
+def run_association(name, exposures, seed, quiet=False, find=None):
+    rng = np.random.default_rng(seed)
+    exposures = list(exposures)
+    if not exposures:
+        return None
+    shape = exposures[0][0].shape
+    star = exposures[0][3]
+    defects, taken = detector_defects(shape[1:], star, rng)
+    _, off = _optics(64, seed=5)
+    cubes, extra = [], []
+    for truth, err, dq, star_e, comp, _ in exposures:
+        data, err_in, dq_in, noisy, truth_s, kinds, sources = inject_association(
+            truth, err, dq, rng, star_e, defects, taken, off)
+        cubes.append((data, err_in, dq_in))
+        extra.append((truth_s, err, noisy, kinds, sources, star_e, comp))
+    snapshots = [c[0].copy() for c in cubes]
+    outs, persistent, wall, cpu = run_ours_association(cubes, find=find)
+    for c, snap in zip(cubes, snapshots, strict=True):
+        assert np.array_equal(c[0], snap, equal_nan=True), "ours modified its input"
+    t = Tally()
+    for (out, _, flagged), (_, _, dq_in), (truth, err0, noisy, kinds, sources,
+                                                          star_e, comp) in zip(
+            outs, cubes, extra, strict=True):
+        nints, ny, nx = truth.shape
+        yy, xx = np.mgrid[:ny, :nx]
+        near_star = np.hypot(yy - star_e[0], xx - star_e[1]) < STAR_MARGIN
+        nonsci = (dq_in & NON_SCIENCE) != 0
+        defect = np.zeros(truth.shape, bool)
+        for label, m in kinds.items():
+            defect |= m
+            t.add(f"recall {label}", int(flagged[m].sum()), int(m.sum()))
+            ok = m & np.isfinite(out)
+            z = (out[ok] - truth[ok]) / err0[ok]
+            t.add(f"sq {label}", float(np.sum(z**2)), int(ok.sum()))
+            t.add(f"nan {label}", int((m & ~np.isfinite(out)).sum()), 0)
+        src_any = np.zeros(truth.shape, bool)
+        for _, _, aper, img in sources:
+            src_any |= aper
+            t.add("source px flagged", int((flagged & aper).sum()), int(aper.sum()))
+            flux = float(img[aper[0]].sum()) * nints
+            change = float(np.nansum((out - noisy)[aper]))
+            t.add("source flux change", abs(change) / flux, 1)
+            t.add("source max flux change", 0, 0)
+            t.c["source max flux change"] = (max(t.c["source max flux change"][0],
+                                                 abs(change) / flux), 1)
+        compm = np.broadcast_to(np.hypot(yy - comp[0], xx - comp[1]) <= SOURCE_RADIUS,
+                                truth.shape)
+        clean = ~defect & ~nonsci & ~src_any
+        far = clean & ~near_star[None]
+        t.add("ff far", int((flagged & far).sum()), int(far.sum()))
+        t.add("ff near", int((flagged & clean & near_star[None]).sum()),
+              int((clean & near_star[None]).sum()))
+        t.add("ff comp", int((flagged & compm & clean).sum()), int((compm & clean).sum()))
+        ok = defect & np.isfinite(out)
+        z = (out[ok] - truth[ok]) / err0[ok]
+        t.add("sq defects", float(np.sum(z**2)), int(ok.sum()))
+        t.add("left NaN", int((~np.isfinite(out) & ~nonsci).sum()), 0)
+        z = (out[clean] - noisy[clean]) / err0[clean]
+        t.add("sq clean change", float(np.nansum(z**2)), int(clean.sum()))
+    if not quiet:
+        print(f"  {name}: done", file=sys.stderr, flush=True)
+    return dict(tally=t, wall=wall, cpu=cpu, n_exp=len(cubes), shape=shape, find=find or ASSOC_FIND,
+                kinds=list(extra[0][3]), persistent=persistent)
+
+
+def association_table(name, res):
+    n_exp, shape, t = res["n_exp"], res["shape"], res["tally"]
+    lines = [f"\n### association, {name}: {n_exp} x {shape[0]} x {shape[1]} x {shape[2]} "
+             f"(defects fixed on the detector, 30 cosmic rays and 3 sky sources per exposure, "
+             f"all >= {STAR_MARGIN:g} px from the star)\n",
+             "| metric | ours | target |", "|---|---|---|"]
+    for kind in res["kinds"]:
+        target = ">= 99.5 %"
+        lines.append(f"| recall {kind} | {fmt_pct(t.ratio(f'recall {kind}'))} | {target} |")
+    lines.append(f"| false flags, clean pixels >= {STAR_MARGIN:g} px from the star | "
+                 f"{100 * t.ratio('ff far'):.4f} % | <= 0.02 % |")
+    lines.append(f"| false flags, clean pixels < {STAR_MARGIN:g} px (PSF; no target) | "
+                 f"{100 * t.ratio('ff near'):.4f} % | |")
+    lines.append(f"| false flags, star-fixed companion r <= {SOURCE_RADIUS:g} px | "
+                 f"{100 * t.ratio('ff comp'):.4f} % | |")
+    lines.append(f"| sky sources: pixels flagged (r <= {SOURCE_RADIUS:g} px) | "
+                 f"{t.total('source px flagged'):d} of {t.c['source px flagged'][1]} | 0 |")
+    lines.append(f"| sky sources: mean / max abs flux change | "
+                 f"{100 * t.ratio('source flux change'):.3f} % / "
+                 f"{100 * t.total('source max flux change'):.3f} % | <= 0.5 % |")
+    lines.append(f"| repair RMS (out - true)/ERR, all injected pixels | "
+                 f"{np.sqrt(t.ratio('sq defects')):.3g} | <= 1.5 |")
+    for kind in res["kinds"]:
+        lines.append(f"| repair RMS {kind} | {np.sqrt(t.ratio(f'sq {kind}')):.3g} | |")
+    lines.append(f"| RMS change of clean pixels / ERR | "
+                 f"{np.sqrt(t.ratio('sq clean change')):.3g} | |")
+    lines.append(f"| pixels left NaN (not NON_SCIENCE) | {t.total('left NaN'):d} | 0 |")
+    p = res["persistent"]
+    lines.append(f"| persistent map: pixels / votes needed / PSF-like candidates kept out | "
+                 f"{int(p.mask.sum())} / {p.min_votes} of {n_exp} / {p.n_psf_like} | |")
+    lines.append(f"| detection methods | {', '.join(res['find'])} | |")
+    lines.append(f"| seconds, whole workload: wall / CPU (box shared, see CPU) | "
+                 f"{res['wall']:.2f} / {res['cpu']:.2f} | <= 4 |")
+    return "\n".join(lines)
+
+
 def fmt_pct(x):
     return "n/a" if x != x else f"{100 * x:.2f} %"
 
@@ -423,7 +691,14 @@ def main(argv=None):
     p.add_argument("--n-exp", type=int, default=None)
     p.add_argument("--nints", type=int, default=None)
     p.add_argument("--size", type=int, default=None)
-    p.add_argument("--workload", choices=("synthetic", "real", "both"), default="both")
+    p.add_argument("--workload", choices=("synthetic", "real", "both", "association", "all"),
+                   default="all", help="both = the per-file workloads; association = the "
+                   "association workloads (synthetic and real); all = every one")
+    p.add_argument("--association", choices=tuple(ASSOC_WORKLOADS), default="both",
+                   help="which association workloads to run")
+    p.add_argument("--assoc-find", default=",".join(ASSOC_FIND),
+                   help="detection methods of the association workloads (default: the step's, "
+                   "less dq: %(default)s)")
     p.add_argument("--no-prior-art", action="store_true", help="only run ours")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -433,13 +708,23 @@ def main(argv=None):
     size = a.size or (160 if a.quick else 320)
     chains = ["ours"] if a.no_prior_art else ["ours", "prior art"]
     print(f"# Bad-pixel benchmark (numpy {np.__version__}, {os.cpu_count()} CPU)\n")
-    print(f"ours: find={list(OURS_FIND)}, fix={list(OURS_FIX)}, default options; "
-          "prior art: sigclip(5, neg 1, +-1, 10 it)+timemed+localmed+medfilt(4)")
-    if a.workload in ("synthetic", "both"):
+    print(f"per-file workloads: ours: find={list(OURS_FIND)}, fix={list(OURS_FIX)}, default "
+          "options; prior art: sigclip(5, neg 1, +-1, 10 it)+timemed+localmed+medfilt(4)")
+    print(f"association workloads: ours: exposure_evidence + find_persistent over the group, "
+          f"then find={a.assoc_find.split(',')}, fix={list(OURS_FIX)} per exposure")
+    if a.workload in ("association", "all"):
+        for wl, gen in ASSOC_WORKLOADS[a.association]:
+            res = run_association(wl, gen(n_exp, nints, size, a.seed), a.seed + 7, a.quiet,
+                                  find=a.assoc_find.split(","))
+            if res is None:
+                print(f"\n(association {wl} skipped: no frames)")
+            else:
+                print(association_table(wl, res))
+    if a.workload in ("synthetic", "both", "all"):
         exposures = synthetic_exposures(n_exp, nints, size, a.seed)
         res = run_workload("synthetic", exposures, chains, a.seed, a.quiet)
         print(table("synthetic", res, chains))
-    if a.workload in ("real", "both"):
+    if a.workload in ("real", "both", "all"):
         exposures = real_exposures(n_exp, nints, size, a.seed)
         res = run_workload("real", exposures, chains, a.seed + 1, a.quiet)
         if res is None:

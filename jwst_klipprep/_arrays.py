@@ -63,7 +63,8 @@ ORIGINAL_OFFSET_KEYS = ("XOFFORIG", "YOFFORIG")
 
 
 def dq_bits(names):
-    """Return the integer OR of named DQ flags (``"DO_NOT_USE,OUTLIER"`` or a list)."""
+    """Return the integer OR of DQ flags given by name or value (``"DO_NOT_USE,OUTLIER"``,
+    ``"1,2048"`` or a list of either)."""
     if names is None:
         return 0
     if isinstance(names, str):
@@ -71,6 +72,13 @@ def dq_bits(names):
     value = 0
     for name in names:
         key = str(name).strip().upper()
+        if key.lstrip("-").isdigit():
+            number = int(key)
+            if number <= 0 or number & (number - 1) or number >= 2**32:
+                raise ValueError(f"DQ flag value {name!r} is not a single flag (a power of 2 "
+                                 "below 2**32)")
+            value |= number
+            continue
         if key not in dqflags.pixel:
             raise ValueError(f"unknown DQ flag {name!r}; valid names are {sorted(dqflags.pixel)}")
         value |= dqflags.pixel[key]

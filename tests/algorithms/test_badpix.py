@@ -148,7 +148,7 @@ def test_find_temporal_silent_when_too_few_integrations(cube, caplog):
     truth, err, data, *_ = cube
     bad_int = data[:2].copy()
     bad_int[0, 5, 5] += 1e4
-    with caplog.at_level(logging.INFO, logger="jwst_klipprep.algorithms.badpix"):
+    with caplog.at_level(logging.INFO, logger="jwst_klipprep.algorithms"):
         found = badpix.find_temporal(bad_int, err=err[:2])
     assert not found.any()
     assert "skipped" in caplog.text
