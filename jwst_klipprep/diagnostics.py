@@ -105,5 +105,5 @@ def write_diagnostic_plot(models, before, path):
     ax.set_title("shift applied to each integration", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, format="png")
     plt.close(fig)
