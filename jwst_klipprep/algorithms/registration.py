@@ -68,7 +68,16 @@ from typing import NamedTuple
 import numpy as np
 from scipy import fft as sp_fft
 
-from .shift import _apply, _check_method, _Filler, _int_shift, _kernel, _Plan, _split, _taps
+from .kernels import (
+    NeighbourFiller,
+    ShiftPlan,
+    apply_taps,
+    check_method,
+    integer_shift,
+    kernel_taps,
+    kernel_value,
+    split_shift,
+)
 
 __all__ = ["ROBUST", "ShiftFit", "cross_correlation_shift", "measure_shift"]
 
@@ -213,7 +222,7 @@ def _upsampled_peak(cc, peak, upsample):
     rows = np.take(cc, peak[0] + lags, axis=0, mode="wrap")
     patch = np.take(rows, peak[1] + lags, axis=1, mode="wrap")
     steps = np.arange(-upsample, upsample + 1) / upsample
-    kern = _kernel(steps[:, None] - lags[None, :], "sinc", _CC_ORDER)[0]
+    kern = kernel_value(steps[:, None] - lags[None, :], "sinc", _CC_ORDER)[0]
     kern /= kern.sum(axis=1, keepdims=True)
     fine = kern @ patch @ kern.T
     index = np.unravel_index(np.argmax(fine), fine.shape)
@@ -294,7 +303,7 @@ class _Model:
 
     def __init__(self, reference, valid, method, order, max_invalid_weight, ref_var=None):
         self.method, self.order, self.limit = method, order, max_invalid_weight
-        self.ref = _Filler(valid)(reference, np.float32)
+        self.ref = NeighbourFiller(valid)(reference, np.float32)
         self.invalid = ~valid
         self.complete = bool(valid.all())
         self.ref_var = ref_var
@@ -305,7 +314,7 @@ class _Model:
         """Reference variance moved by the integer part of ``shift_yx`` (cached), 0 outside."""
         key = tuple(int(np.floor(c + 0.5)) for c in shift_yx)
         if key not in self._var_cache:
-            moved = _int_shift(_int_shift(self.ref_var, key[0], 0, 0.0), key[1], 1, 0.0)
+            moved = integer_shift(integer_shift(self.ref_var, key[0], 0, 0.0), key[1], 1, 0.0)
             if len(self._var_cache) > 16:
                 self._var_cache.clear()
             self._var_cache[key] = moved
@@ -323,7 +332,7 @@ class _Model:
             weight = None
             for dy in (-0.5, 0.5):
                 for dx in (-0.5, 0.5):
-                    plan = _Plan.make((key[0] + dy, key[1] + dx), self.method, self.order)
+                    plan = ShiftPlan.make((key[0] + dy, key[1] + dx), self.method, self.order)
                     if self.complete:
                         this = plan.edge_weight(self.ref.shape)
                     else:
@@ -335,15 +344,15 @@ class _Model:
         return self._mask_cache[key]
 
     def __call__(self, shift_yx):
-        ny, fy = _split(float(shift_yx[0]))
-        nx, fx = _split(float(shift_yx[1]))
-        ky, dky = _taps(fy, self.method, self.order, derivative=True)
-        kx, dkx = _taps(fx, self.method, self.order, derivative=True)
-        a = _apply(self.ref, ky, ny, 0, fill=0.0, exact=fy == 0.0)
-        ad = _apply(self.ref, dky, ny, 0, fill=0.0)
-        model = _apply(a, kx, nx, 1, fill=0.0, exact=fx == 0.0)
-        d_y = _apply(ad, kx, nx, 1, fill=0.0, exact=fx == 0.0)
-        d_x = _apply(a, dkx, nx, 1, fill=0.0)
+        ny, fy = split_shift(float(shift_yx[0]))
+        nx, fx = split_shift(float(shift_yx[1]))
+        ky, dky = kernel_taps(fy, self.method, self.order, derivative=True)
+        kx, dkx = kernel_taps(fx, self.method, self.order, derivative=True)
+        a = apply_taps(self.ref, ky, ny, 0, fill=0.0, exact=fy == 0.0)
+        ad = apply_taps(self.ref, dky, ny, 0, fill=0.0)
+        model = apply_taps(a, kx, nx, 1, fill=0.0, exact=fx == 0.0)
+        d_y = apply_taps(ad, kx, nx, 1, fill=0.0, exact=fx == 0.0)
+        d_x = apply_taps(a, dkx, nx, 1, fill=0.0)
         if model is self.ref:  # zero shift: callers may modify the model in place
             model = model.copy()
         return model, d_y, d_x, self.mask(shift_yx)
@@ -364,7 +373,7 @@ def _normal_jac(jac, weight, residual):
 def _tap_sums(frac, method, order):
     """Sums over the taps of a fractional shift: ``(S2, S2', S'2)`` = ``sum k^2``,
     ``d S2 / d frac = 2 sum k k'`` and ``sum k'^2``."""
-    taps, dtaps = _taps(frac, method, order, derivative=True)
+    taps, dtaps = kernel_taps(frac, method, order, derivative=True)
     return float(np.sum(taps**2)), 2.0 * float(np.sum(taps * dtaps)), float(np.sum(dtaps**2))
 
 
@@ -394,7 +403,7 @@ class _Frame:
             self.ref_var = model.ref_var_moved(guess)
 
     def sums(self, shift):
-        return [_tap_sums(_split(float(c))[1], *self.spec) for c in shift]
+        return [_tap_sums(split_shift(float(c))[1], *self.spec) for c in shift]
 
     def state(self, ev, shift, scale, offset):
         """Residuals and statistical weights ``w / (err^2 + scale^2 V)`` at the parameters.
@@ -704,7 +713,7 @@ def measure_shift(reference, image, *, weights=None, bad=None, err=None, referen
         raise ValueError("measure_shift supports method 'sinc' or 'lanczos' (the fit needs a "
                          "local kernel); shift the frames with method='fourier' afterwards if "
                          "wanted")
-    order = _check_method(method, order)
+    order = check_method(method, order)
     if scale_errors not in ("auto", True, False):
         raise ValueError(f"scale_errors must be 'auto', True or False, got {scale_errors!r}")
     if not max_iter >= 1:
@@ -737,7 +746,7 @@ def measure_shift(reference, image, *, weights=None, bad=None, err=None, referen
                      else float(err_floor))
             reference_err = np.maximum(reference_err, floor)
         ref_var_in = reference_err**2
-        ref_var_in = _Filler(var_valid)(ref_var_in, np.float32)
+        ref_var_in = NeighbourFiller(var_valid)(ref_var_in, np.float32)
     model = _Model(reference, ref_valid, method, order, max_invalid_weight, ref_var_in)
     opts = dict(fit_scale=fit_scale, fit_offset=fit_offset, robust=robust,
                 threshold=ROBUST[robust] if robust_threshold is None else robust_threshold,
