@@ -2,11 +2,13 @@
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from jwst.datamodels import ModelContainer
 
+from jwst_klipprep import _io
 from jwst_klipprep._base import KlipPrepPipelineBase, members
 from jwst_klipprep._geometry import apply_pending_shift
 from jwst_klipprep._members import classify_members
@@ -23,8 +25,21 @@ __all__ = ["STEP_ORDER", "KlipPrepPipeline"]
 
 log = logging.getLogger(__name__)
 
-#: Steps whose shifts the pipeline composes and applies once (they run with apply=False).
+#: Steps whose shifts the pipeline composes and applies once (they run with apply=False); the
+#: composed shift is applied right after the last of them.
 _SHIFTING = ("recenter_frames", "align_frames")
+
+
+class _PadFramesOffByDefault(PadFramesStep):
+    """``pad_frames`` inside ``klipprep``: skipped unless ``--steps.pad_frames.skip=False``.
+
+    KLIP codes (pyKLIP, jwst's klip) give the same S/N on unpadded frames, so the pipeline's
+    default products are not padded; ``strun pad_frames`` on its own always pads.
+    """
+
+    spec = PadFramesStep.spec + """
+        skip = boolean(default=True)  # In klipprep: skipped by default (pass --steps.pad_frames.skip=False to pad)
+    """  # noqa: E501
 
 
 #: The steps, in the order they run.
@@ -36,7 +51,7 @@ STEP_ORDER = {
     "update_nircam_centers": UpdateNircamCentersStep,
     "recenter_frames": RecenterFramesStep,
     "align_frames": AlignFramesStep,
-    "pad_frames": PadFramesStep,
+    "pad_frames": _PadFramesOffByDefault,
 }
 
 
@@ -46,8 +61,8 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
     class_alias = "klipprep"
 
     spec = """
-        save_summary = boolean(default=True)  # Write <product>_klipprep_summary.ecsv (centres, shifts, levels, pixels) when products are saved
-        save_diagnostics = boolean(default=True)  # Write <product>_klipprep.png (frames before/after, shifts) when products are saved
+        save_summary = boolean(default=True)  # Write <product>_klipprep_summary.ecsv (centres, shifts, levels, pixels) after the products are saved
+        save_diagnostics = boolean(default=True)  # Write <product>_klipprep.png (frames before/after, shifts) after the products are saved
         shift_method = option("sinc", "lanczos", "fourier", default="sinc")  # Kernel of the single resampling
         keep_backgrounds = boolean(default=False)  # Also return (and save) the background exposures
     """  # noqa: E501
@@ -56,25 +71,30 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
 
     def process(self, step_input):
         """Run every step in order, resampling each frame once; return the prepared products."""
+        t0 = time.perf_counter()
         models = self.open_input(step_input)
         if not isinstance(models, ModelContainer):
             models = ModelContainer([models])
         self.output_use_model = True
         before = {m.meta.filename: np.array(m.data[0] if m.data.ndim == 3 else m.data)
                   for m in members(models)}
-        timings = {}
+        timings = {"open": time.perf_counter() - t0}
+        last_shifting = [a for a in self.step_defs if a in _SHIFTING][-1]
         for alias in self.step_defs:
             step = getattr(self, alias)
-            if alias == "pad_frames":
-                t0 = time.perf_counter()
-                for model in members(models):
-                    apply_pending_shift(model, method=self.shift_method)
-                timings["apply_shifts"] = time.perf_counter() - t0
             if alias in _SHIFTING:
                 step.apply = False
             t0 = time.perf_counter()
             models = step.run(models)
             timings[alias] = time.perf_counter() - t0
+            if alias == last_shifting:
+                t0 = time.perf_counter()
+                group = members(models)
+                for i, model in enumerate(group):
+                    apply_pending_shift(model, method=self.shift_method)
+                    log.debug("klipprep: [%d/%d] %s resampled", i + 1, len(group),
+                              model.meta.filename)
+                timings["apply_shifts"] = time.perf_counter() - t0
         roles = classify_members(members(models))
         kept = [(m, r.kind) for m, r in zip(members(models), roles, strict=True)
                 if self.keep_backgrounds or r.kind in ("SCI", "REF")]
@@ -82,24 +102,50 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
         products = ModelContainer(keep)
         log.info("klipprep: %d product(s); seconds per step: %s", len(keep),
                  ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
-        name = self._product_name(step_input, keep)
-        # side products only when products are saved (strun, save_results) or a folder is given
-        if (self.save_summary or self.save_diagnostics) and (self.save_results
-                                                              or self.output_dir):
-            from jwst_klipprep.diagnostics import summary_table, write_diagnostic_plot
-
-            outdir = Path(self.output_dir or ".")
-            outdir.mkdir(parents=True, exist_ok=True)
-            if self.save_summary:
-                table = summary_table(keep, roles=[kind for _, kind in kept], timings=timings)
-                path = outdir / f"{name}_klipprep_summary.ecsv"
-                table.write(path, overwrite=True)
-                log.info("klipprep: wrote %s", path)
-            if self.save_diagnostics:
-                path = outdir / f"{name}_klipprep.png"
-                write_diagnostic_plot(keep, before, path)
-                log.info("klipprep: wrote %s", path)
+        # the summary and the figure are written after the products (see save_model)
+        self._side_products = dict(
+            name=self._product_name(step_input, keep), models=keep,
+            roles=[kind for _, kind in kept], before=before, timings=timings)
         return products
+
+    def save_model(self, model, suffix=None, idx=None, output_file=None, force=False,
+                   **components):
+        """Save each product atomically, then the summary table and the figure (last)."""
+        if not isinstance(model, Sequence):
+            return super().save_model(model, suffix=suffix, idx=idx, output_file=output_file,
+                                      force=force, **components)
+        paths = []
+        t0 = time.perf_counter()
+        for i, member in enumerate(model):
+            paths.append(super().save_model(member, suffix=suffix, idx=i,
+                                            output_file=output_file, force=force, **components))
+            if paths[-1]:
+                log.info("klipprep: [%d/%d] saved %s", i + 1, len(model), paths[-1])
+        side = getattr(self, "_side_products", None)
+        if side is not None and any(paths):
+            side["timings"]["save"] = time.perf_counter() - t0
+            self._write_side_products(Path(paths[0]).parent, **side)
+            self._side_products = None
+        return paths
+
+    def _write_side_products(self, outdir, *, name, models, roles, before, timings):
+        if not (self.save_summary or self.save_diagnostics):
+            return
+        from jwst_klipprep.diagnostics import summary_table, write_diagnostic_plot
+
+        if self.save_summary:
+            table = summary_table(models, roles=roles, timings=timings)
+            path = outdir / f"{name}_klipprep_summary.ecsv"
+            _io.warn_if_replacing(path)
+            with _io.atomic_path(path) as tmp:
+                table.write(tmp, format="ascii.ecsv")
+            log.info("klipprep: wrote %s", path)
+        if self.save_diagnostics:
+            path = outdir / f"{name}_klipprep.png"
+            _io.warn_if_replacing(path)
+            with _io.atomic_path(path) as tmp:
+                write_diagnostic_plot(models, before, tmp)
+            log.info("klipprep: wrote %s", path)
 
     @staticmethod
     def _product_name(step_input, keep):
