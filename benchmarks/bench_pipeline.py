@@ -143,7 +143,7 @@ def run_pipeline(asn, outdir):
     log = proc.stdout + proc.stderr
     table = Table.read(next(outdir.glob("*_klipprep_summary.ecsv")))
     return {"process_s": wall, "cpu_s": cpu, "maxrss_mb": maxrss, "table": table,
-            "timings": table.meta.get("timings_s", {}),
+            "timings": table.meta.get("timings_s", {}), "cpu": table.meta.get("cpu_s", {}),
             "progress_lines": sum("klipprep: [" in line for line in log.splitlines()),
             "bytes_written": sum(p.stat().st_size for p in outdir.iterdir())}
 
@@ -192,12 +192,15 @@ def main(argv=None):
               f"{res['progress_lines']} |")
         print("\nProfile (seconds, wall, from the summary table's timings; start-up = imports, "
               "CLI and everything outside the pipeline's process()):\n")
-        print("| part | s | share |\n|---|---:|---:|")
+        print("| part | wall s | CPU s | CPU share |\n|---|---:|---:|---:|")
+        cpu = dict(res["cpu"])
         startup = res["process_s"] - in_steps
+        cpu_startup = res["cpu_s"] - sum(cpu.values())
         for key, value in [("start-up", startup), *timings.items()]:
             label_ = {"open": "read + validate inputs", "save": "write products (atomic)"}.get(
                 key, key)
-            print(f"| {label_} | {value:.2f} | {value / res['process_s']:.0%} |")
+            c = cpu_startup if key == "start-up" else cpu.get(key, float("nan"))
+            print(f"| {label_} | {value:.2f} | {c:.2f} | {c / res['cpu_s']:.0%} |")
         metrics[inject] = dict(wall=res["process_s"], ratio=res["process_s"] / floor_wall,
                                rss=res["maxrss_mb"] * 2**20 / nbytes,
                                bytes=res["bytes_written"] / nbytes, cpu=res["cpu_s"])
