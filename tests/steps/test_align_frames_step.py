@@ -90,3 +90,34 @@ def test_median_reference():
     # the science exposure itself: integrations 1-2 need no shift to the median, 0 the jitter
     own = result[0].meta.instance["klipprep"]["align_frames"]["shift_yx"]
     np.testing.assert_allclose(own, [jitter, (0, 0), (0, 0)], atol=0.02)
+
+
+def test_all_nan_integration_is_skipped_and_headers_stay_finite(tmp_path):
+    sci, ref = _pair()
+    ref.data[1] = np.nan
+    result = AlignFramesStep.call([sci, ref], weighting="none")
+    rec = result[1].meta.instance["klipprep"]["align_frames"]
+    assert rec["failed"] == [False, True, False]
+    np.testing.assert_allclose(rec["shift_yx"], [SHIFT] * 3, atol=0.01)  # median for the dead one
+    cards = {c[0]: c[1] for c in result[1].extra_fits.SCI.header}
+    assert all(np.isfinite(cards[k]) for k in ("ALGSHFTX", "ALGSHFTY", "ALGERRX", "ALGERRY"))
+    result[1].save(tmp_path / "x.fits")  # NaN in a header would fail here
+
+
+def test_absurd_flux_units_give_the_same_shifts():
+    sci, ref = _pair()
+    plain = AlignFramesStep.call([sci, ref], weighting="none", apply=False)
+    for model in (sci, ref):
+        model.data = model.data * np.float32(1e30)
+        model.err = model.err * np.float32(1e30)
+    scaled = AlignFramesStep.call([sci, ref], weighting="none", apply=False)
+    a, b = (r[1].meta.instance["klipprep"]["align_frames"] for r in (plain, scaled))
+    np.testing.assert_allclose(b["shift_yx"], a["shift_yx"], atol=1e-4)
+    np.testing.assert_allclose(b["shift_yx"], [SHIFT] * 3, atol=0.01)
+
+
+def test_empty_input_names_the_problem():
+    from jwst.datamodels import ModelContainer
+
+    with pytest.raises(InputError, match="needs at least one science exposure"):
+        AlignFramesStep().process(ModelContainer())
