@@ -6,7 +6,8 @@ folder (``.<name>.<pid>.part``) and renamed onto its final name with `os.replace
 complete.  A rename within one folder is atomic on POSIX file systems, so a file under a final name
 is always whole: an interrupted run (SIGKILL, SIGTERM, Ctrl-C, full disk) leaves either the
 previous file, or nothing, plus at most one hidden ``.part`` file (removed when the interruption
-is a Python exception such as Ctrl-C or a full disk; left behind only by SIGKILL/SIGTERM).
+is a Python exception such as Ctrl-C or a full disk; left behind only by SIGKILL/SIGTERM, and
+removed by the next write of the same file once the process that left it is gone).
 
 `check_output_paths` is the rule that an output never replaces an input: a step run on its own
 product in the same folder, or ``--suffix`` equal to the input's suffix, is refused before any
@@ -50,6 +51,7 @@ def atomic_path(path):
     """
     path = Path(path)
     tmp = temporary_path(path)
+    _remove_stale_parts(path)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:  # the data reach the disk before the name does
@@ -59,6 +61,26 @@ def atomic_path(path):
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours, or cannot tell
+        return True
+    return True
+
+
+def _remove_stale_parts(path):
+    """Remove the temporary files of ``path`` left by killed processes (SIGKILL, SIGTERM)."""
+    for part in path.parent.glob(f".{path.name}.*.part"):
+        pid = part.name[len(path.name) + 2: -len(".part")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                part.unlink()
+                log.info("%s: removed the temporary file of an interrupted run", part)
 
 
 def save_model_atomic(model, path):

@@ -144,6 +144,19 @@ def test_atomic_path_keeps_the_old_file_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == [path]
 
 
+def test_stale_temporary_file_of_a_killed_run_is_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    path = tmp_path / "x.fits"
+    stale = tmp_path / f".x.fits.{int(dead.stdout)}.part"
+    stale.write_bytes(b"half")
+    alive = tmp_path / f".x.fits.{os.getppid()}.part"  # a live process: left alone
+    alive.write_bytes(b"busy")
+    with _io.atomic_path(path) as tmp:
+        tmp.write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "x.fits"]
+
+
 def test_step_on_its_own_product_is_refused(tmp_path):
     src = tmp_path / "jw01234001001_03106_00001_nrcalong_calints.fits"
     make_model().save(src)
@@ -164,7 +177,7 @@ def test_step_on_its_own_product_is_refused(tmp_path):
     assert (tmp_path / "again" / product.name).exists()
 
 
-def test_pipeline_on_its_own_products_in_place_is_refused(dataset, tmp_path):
+def test_pipeline_on_its_own_products_in_place_is_refused(dataset, tmp_path, caplog):
     import json
 
     out = tmp_path / "out"
@@ -182,6 +195,11 @@ def test_pipeline_on_its_own_products_in_place_is_refused(dataset, tmp_path):
     with pytest.raises(InputError, match="would overwrite this input"):
         KlipPrepPipeline.call(str(out / "asn.json"), save_results=True, output_dir=str(out))
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.fits")} == stamp
+    # in memory (nothing saved) it runs, and says that the inputs were processed already
+    caplog.clear()
+    KlipPrepPipeline.call(str(out / "asn.json"), steps={"fix_bad_pixels": {"skip": True}})
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("already processed by subtract_background" in w for w in warned), warned
 
 
 def test_output_dir_that_is_a_file_is_refused(tmp_path):

@@ -90,6 +90,13 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
         before = {m.meta.filename: np.array(m.data[0] if m.data.ndim == 3 else m.data)
                   for m in members(models)}
         timings = {"open": time.perf_counter() - t0}
+        for model in members(models):
+            done = [a for a in self.step_defs
+                    if model.meta.cal_step.instance.get(a) == "COMPLETE"]
+            if done:
+                log.warning("%s: already processed by %s; klipprep runs every step again "
+                            "(re-subtracts, re-centres, re-aligns)", model.meta.filename,
+                            ", ".join(done))
         cpu = {"open": time.process_time() - c0}
         last_shifting = [a for a in self.step_defs if a in _SHIFTING][-1]
         for alias in self.step_defs:
