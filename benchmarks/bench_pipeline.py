@@ -10,11 +10,19 @@ Builds the realistic workload of issue 6 from the eight AU Mic NIRCam F444W fram
 multi-pixel amount per exposure (an independent Fourier shift on a padded frame; the edge it
 uncovers is NaN and DO_NOT_USE), plus a few NaN and flagged pixels. Then it reports:
 
-1. the I/O floor: reading every input once and writing every output once;
-2. ``strun klipprep`` equivalent (``KlipPrepPipeline.call``, saving the products) in a child
-   process: wall seconds, seconds per step, peak memory (max RSS of the child) and bytes written;
-3. alignment: the shifts ``align_frames`` measured against the injected ones (error in px);
-4. the real frames as given (no shift injected; an earlier tool aligned them): measured shifts.
+1. the floor: a fresh Python process that opens every input with stdatamodels and saves it once;
+2. ``strun klipprep asn.json --output_dir=...`` in a fresh process (default options: no padding):
+   wall and CPU seconds (user + sys of the child), peak memory (max RSS of the child), bytes
+   written, and the progress lines of its log;
+3. a profile table: wall and CPU seconds of each part (start-up = imports, command line and the
+   summary/figure; reading; each step; the single resampling; writing), from the ``timings_s`` /
+   ``cpu_s`` metadata of the run's summary table;
+4. alignment: the shifts ``align_frames`` measured against the injected ones (error in px), and
+   on the real frames as given (no shift injected; an earlier tool aligned them);
+5. the table of issue 12's targets.
+
+The machine may be shared: the CPU seconds are the more stable numbers; run it when the machine is
+quiet (``uptime``) for wall-clock numbers.
 """
 
 import argparse
