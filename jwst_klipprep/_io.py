@@ -150,8 +150,9 @@ def check_output_paths(outputs, inputs):
     for out in outputs:
         for inp in inputs:
             if _same_file(out, inp):
+                where = "" if str(out) == str(inp) else f" ({out})"
                 raise OutputPathError(
-                    f"{inp}: the output would overwrite this input ({out}). An output never "
+                    f"{inp}: the output would overwrite this input{where}. An output never "
                     "replaces an input: give --output_dir=<another folder>, another --suffix, "
                     "or --output_file"
                 )
