@@ -15,8 +15,8 @@ uncovers is NaN and DO_NOT_USE), plus a few NaN and flagged pixels. Then it repo
    wall and CPU seconds (user + sys of the child), peak memory (max RSS of the child), bytes
    written, and the progress lines of its log;
 3. a profile table: wall and CPU seconds of each part (start-up = imports, command line and the
-   summary/figure; reading; each step; the single resampling; writing), from the ``timings_s`` /
-   ``cpu_s`` metadata of the run's summary table;
+   summary table; reading; each step; the single resampling; writing; the figure), from the
+   ``timings_s`` / ``cpu_s`` metadata of the run's summary table;
 4. alignment: the shifts ``align_frames`` measured against the injected ones (error in px), and
    on the real frames as given (no shift injected; an earlier tool aligned them);
 5. the table of issue 12's targets.
@@ -205,8 +205,8 @@ def main(argv=None):
         startup = res["process_s"] - in_steps
         cpu_startup = res["cpu_s"] - sum(cpu.values())
         for key, value in [("start-up", startup), *timings.items()]:
-            label_ = {"open": "read + validate inputs", "save": "write products (atomic)"}.get(
-                key, key)
+            label_ = {"open": "read + validate inputs", "save": "write products (atomic)",
+                      "figure": "diagnostic figure"}.get(key, key)
             c = cpu_startup if key == "start-up" else cpu.get(key, float("nan"))
             print(f"| {label_} | {value:.2f} | {c:.2f} | {c / res['cpu_s']:.0%} |")
         metrics[inject] = dict(wall=res["process_s"], ratio=res["process_s"] / floor_wall,

@@ -155,18 +155,21 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
             return
         from jwst_klipprep.diagnostics import summary_table, write_diagnostic_plot
 
+        if self.save_diagnostics:  # the figure first, so that the summary has its timing
+            t0, c0 = time.perf_counter(), time.process_time()
+            path = outdir / f"{name}_klipprep.png"
+            _io.warn_if_replacing(path)
+            with _io.atomic_path(path) as tmp:
+                write_diagnostic_plot(models, before, tmp)
+            log.info("klipprep: wrote %s", path)
+            timings["figure"] = time.perf_counter() - t0
+            cpu["figure"] = time.process_time() - c0
         if self.save_summary:
             table = summary_table(models, roles=roles, timings=timings, cpu=cpu)
             path = outdir / f"{name}_klipprep_summary.ecsv"
             _io.warn_if_replacing(path)
             with _io.atomic_path(path) as tmp:
                 table.write(tmp, format="ascii.ecsv")
-            log.info("klipprep: wrote %s", path)
-        if self.save_diagnostics:
-            path = outdir / f"{name}_klipprep.png"
-            _io.warn_if_replacing(path)
-            with _io.atomic_path(path) as tmp:
-                write_diagnostic_plot(models, before, tmp)
             log.info("klipprep: wrote %s", path)
 
     @staticmethod
