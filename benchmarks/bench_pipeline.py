@@ -3,6 +3,7 @@
 Run::
 
     python benchmarks/bench_pipeline.py [--real ../shared/data/real] [--nints 35] [--workdir DIR]
+                                        [--cprofile]
 
 Builds the realistic workload of issue 6 from the eight AU Mic NIRCam F444W frames
 (``nircam_aumic_f444w``: two science rolls, six reference exposures): each frame replicated to
@@ -156,6 +157,39 @@ def run_pipeline(asn, outdir):
             "bytes_written": sum(p.stat().st_size for p in outdir.iterdir())}
 
 
+_HOTSPOTS = [  # (label, file name part, function name) of pstats entries
+    ("datamodel array assignment with schema validation (_arrays.FrameArrays.to_model)",
+     "_arrays.py", "to_model"),
+    ("schema validation on every attribute assignment (stdatamodels _check_value)",
+     "stdatamodels/validate.py", "_check_value"),
+    ("stpipe gc.collect before each step", "~", "<built-in method gc.collect>"),
+    ("shift_frames (the single resampling)", "algorithms/shift.py", "shift_frames"),
+    ("measure_shift (recenter_frames + align_frames fits)", "algorithms/registration.py",
+     "measure_shift"),
+    ("writing FITS (stdatamodels DataModel.to_fits)", "stdatamodels/model_base.py", "to_fits"),
+]
+
+
+def profile_run(asn, outdir):
+    """Run strun klipprep once more under cProfile; print the hot spots other helpers can act on."""
+    import pstats
+
+    prof = outdir.parent / "klipprep.prof"
+    strun = Path(sys.executable).with_name("strun")
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(prof), str(strun), "klipprep",
+                    str(asn), f"--output_dir={outdir}"], capture_output=True, check=True)
+    stats = pstats.Stats(str(prof))
+    total = stats.total_tt
+    print(f"\n## cProfile hot spots (one more run; cProfile adds overhead; total {total:.1f} s)\n")
+    print("| function | calls | cumulative s | share |\n|---|---:|---:|---:|")
+    for label, part, name in _HOTSPOTS:
+        rows = [(v[1], v[3]) for k, v in stats.stats.items() if k[2] == name and part in k[0]]
+        if not rows:
+            continue
+        calls, cum = sum(r[0] for r in rows), max(r[1] for r in rows)
+        print(f"| {label} | {calls} | {cum:.2f} | {cum / total:.0%} |")
+
+
 TARGETS = {"wall": 15.0, "ratio": 4.0, "rss": 3.0, "bytes": 1.1, "as_given": 0.015,
            "injected": 0.002}
 
@@ -166,6 +200,8 @@ def main(argv=None):
     parser.add_argument("--real", type=Path, default=default)
     parser.add_argument("--nints", type=int, default=35)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--cprofile", action="store_true",
+                        help="also profile one run (frames as given) and print its hot spots")
     args = parser.parse_args(argv)
     real = args.real / "nircam_aumic_f444w"
     if not real.is_dir():
@@ -209,6 +245,10 @@ def main(argv=None):
                       "figure": "diagnostic figure"}.get(key, key)
             c = cpu_startup if key == "start-up" else cpu.get(key, float("nan"))
             print(f"| {label_} | {value:.2f} | {c:.2f} | {c / res['cpu_s']:.0%} |")
+        if args.cprofile and not inject:
+            prof_out = workdir / "out_profile"
+            shutil.rmtree(prof_out, ignore_errors=True)
+            profile_run(asn, prof_out)
         metrics[inject] = dict(wall=res["process_s"], ratio=res["process_s"] / floor_wall,
                                rss=res["maxrss_mb"] * 2**20 / nbytes,
                                bytes=res["bytes_written"] / nbytes, cpu=res["cpu_s"])
