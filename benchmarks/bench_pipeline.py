@@ -234,8 +234,8 @@ def main(argv=None):
               f"{res['bytes_written'] / 2**20:.0f} |")
         print(f"| progress lines in the log (one per saved exposure) | "
               f"{res['progress_lines']} |")
-        print("\nProfile (seconds, wall, from the summary table's timings; start-up = imports, "
-              "CLI and everything outside the pipeline's process()):\n")
+        print("\nProfile (wall and CPU seconds of the run, from its summary table's metadata; "
+              "start-up = imports, command line and the summary table):\n")
         print("| part | wall s | CPU s | CPU share |\n|---|---:|---:|---:|")
         cpu = dict(res["cpu"])
         startup = res["process_s"] - in_steps
