@@ -137,7 +137,7 @@ def _same_file(a, b):
 
 
 def check_output_paths(outputs, inputs):
-    """Raise `OutputPathError` if any output path is one of the input paths.
+    """Raise `OutputPathError` if an output path is one of the input paths, or appears twice.
 
     Parameters
     ----------
@@ -147,6 +147,16 @@ def check_output_paths(outputs, inputs):
         The files the run reads (the input file, or every member of an association).
     """
     inputs = [Path(p) for p in inputs]
+    outputs = [Path(p) for p in outputs]
+    seen = {}
+    for out in outputs:
+        key = os.path.abspath(out)
+        if key in seen:
+            raise OutputPathError(
+                f"{out}: two products of this run would be written to this one file (an "
+                "association member listed twice?); each input must give its own product"
+            )
+        seen[key] = out
     for out in outputs:
         for inp in inputs:
             if _same_file(out, inp):

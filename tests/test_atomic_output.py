@@ -202,6 +202,25 @@ def test_pipeline_on_its_own_products_in_place_is_refused(dataset, tmp_path, cap
     assert any("already processed by subtract_background" in w for w in warned), warned
 
 
+def test_two_products_onto_one_file_are_refused(tmp_path):
+    import json
+
+    src = tmp_path / "jw01234001001_03106_00001_nrcalong_calints.fits"
+    model = make_model()
+    model.meta.exposure.psf_reference = False
+    model.save(src)
+    member = {"expname": src.name, "exptype": "science"}
+    asn = {"asn_type": "coron3", "asn_rule": "candidate_Asn_Lv3Coron", "asn_pool": "t",
+           "program": "01234", "asn_id": "c1000",
+           "products": [{"name": "twice", "members": [member, member]}]}
+    path = tmp_path / "asn.json"
+    path.write_text(json.dumps(asn))
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="two products of this run"):
+        ReplaceNansStep.call(str(path), save_results=True, output_dir=str(out))
+    assert not out.exists() or not list(out.iterdir())
+
+
 def test_output_dir_that_is_a_file_is_refused(tmp_path):
     src = tmp_path / "jw01234001001_03106_00001_nrcalong_calints.fits"
     make_model().save(src)
