@@ -17,6 +17,7 @@ pipeline subclasses :class:`KlipPrepPipeline` base :class:`KlipPrepPipelineBase`
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from jwst.datamodels import ModelContainer
@@ -26,7 +27,7 @@ from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import JwstDataModel
 from stpipe.exceptions import ValidationError as _StpipeValidationError
 
-from jwst_klipprep import _offline
+from jwst_klipprep import _io, _offline
 from jwst_klipprep.integration import ALL_SUFFIXES, STEPS
 from jwst_klipprep.validation import (
     InputError,
@@ -235,8 +236,16 @@ class _PluginMixin:
         return super().prefetch(*args)
 
     def run(self, *args):
-        """Run the step; an expected error (`InputError`) keeps its traceback in the DEBUG log."""
+        """Run the step after refusing an ``--output_dir`` that is a file.
+
+        An expected error (`InputError`, `ParameterError`) keeps its traceback in the DEBUG log
+        only; under ``strun`` it prints one line.
+        """
         try:
+            try:
+                _io.check_output_dir(self.output_dir)
+            except _io.OutputPathError as exc:
+                raise InputError(str(exc)) from None
             return super().run(*args)
         except InputError as exc:
             log.debug("%s: %s", self.class_alias, exc, exc_info=True)
@@ -283,6 +292,55 @@ class _PluginMixin:
             # Save each product under its own name, not step_<Class>_<i>.
             self.output_use_model = True
         return models
+
+    # ---- Output paths and atomic saving (owner: jwst_klipprep._io; keep this block last) ----
+    # Every product is written under a temporary name and renamed when complete; an output
+    # never replaces an input (refused before processing); --output_dir naming a file is refused;
+    # a product that replaces a file this process did not write is reported with a warning.
+
+    def prepare_output(self, init, *args, **kwargs):
+        """Open the input (stpipe), remember the input paths and refuse outputs onto them."""
+        models = super().prepare_output(init, *args, **kwargs)
+        if isinstance(init, (str, Path)):
+            self._klipprep_inputs = _io.input_paths(init, models)
+            if self.save_results or self.output_file:
+                container = isinstance(models, ModelContainer)
+                outputs = [self._klipprep_output_path(m, use_model=container)
+                           for m in members(models)]
+                try:
+                    _io.check_output_paths(outputs, self._klipprep_inputs)
+                except _io.OutputPathError as exc:
+                    raise InputError(str(exc)) from None
+        return models
+
+    def _klipprep_output_path(self, model, *, suffix=None, idx=None, output_file=None,
+                              use_model=False, **components):
+        if output_file is None or output_file == "":
+            output_file = self.output_file
+        if use_model or self.output_use_model or (output_file is None
+                                                   and not self.search_output_file):
+            output_file = model.meta.filename
+            idx = None
+        return self.make_output_path(basepath=output_file, suffix=suffix, idx=idx, **components)
+
+    def save_model(self, model, suffix=None, idx=None, output_file=None, force=False,
+                   **components):
+        """Save like stpipe, but atomically (`jwst_klipprep._io.save_model_atomic`)."""
+        if isinstance(model, Sequence) or not hasattr(model, "to_fits"):
+            return super().save_model(model, suffix=suffix, idx=idx, output_file=output_file,
+                                      force=force, **components)
+        if not force and not self.save_results and not (output_file or self.output_file):
+            return None
+        path = self._klipprep_output_path(model, suffix=suffix, idx=idx,
+                                          output_file=output_file, **components)
+        try:
+            _io.check_output_paths([path], getattr(self, "_klipprep_inputs", ()))
+        except _io.OutputPathError as exc:
+            raise InputError(str(exc)) from None
+        _io.warn_if_replacing(path)
+        output_path = _io.save_model_atomic(model, path)
+        log.info("Saved model in %s", output_path)
+        return output_path
 
 
 class KlipPrepStep(_PluginMixin, _JwstStep):

@@ -19,8 +19,12 @@ def _median(values, axis=None):
         np.nanmedian(np.asarray(values, float), axis=axis)
 
 
-def summary_table(models, *, roles, timings=None):
-    """One row per exposure: levels, flagged pixels, centres and shifts (1-indexed centres)."""
+def summary_table(models, *, roles, timings=None, cpu=None):
+    """One row per exposure: levels, flagged pixels, centres and shifts (1-indexed centres).
+
+    ``timings`` and ``cpu`` (seconds per part of the run, wall and CPU of this process) go to the
+    table's metadata (``timings_s``, ``cpu_s``).
+    """
     rows = []
     for model, role in zip(models, roles, strict=True):
         bkg = _rec(model, "subtract_background")
@@ -63,6 +67,8 @@ def summary_table(models, *, roles, timings=None):
     ]
     if timings:
         table.meta["timings_s"] = {k: round(float(v), 3) for k, v in timings.items()}
+    if cpu:
+        table.meta["cpu_s"] = {k: round(float(v), 3) for k, v in cpu.items()}
     return table
 
 
@@ -105,5 +111,5 @@ def write_diagnostic_plot(models, before, path):
     ax.set_title("shift applied to each integration", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, format="png")
     plt.close(fig)

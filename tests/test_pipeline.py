@@ -1,11 +1,13 @@
 """The klipprep pipeline end to end on a small synthetic dataset."""
 
+import warnings
+
 import numpy as np
 import pytest
 from astropy.table import Table
+from scipy import ndimage, optimize
 from stdatamodels.jwst import datamodels
 
-from jwst_klipprep._arrays import get_center_yx
 from jwst_klipprep.pipeline.klipprep_pipeline import KlipPrepPipeline
 from jwst_klipprep.simulate import simulate_dataset
 
@@ -15,11 +17,34 @@ def dataset(tmp_path_factory):
     return simulate_dataset(tmp_path_factory.mktemp("sim"), nints=3, n_reference=5, seed=2)
 
 
+def _offset(a, b, center, r=20):
+    """Shift (dy, dx) that moves the content of ``b`` onto ``a`` near ``center``.
+
+    Independent of the package: scipy cubic-spline shifts and a least-squares fit of
+    (dy, dx, flux scale, offset) on a box around the star.
+    """
+    cy, cx = (int(round(v)) for v in center)
+    box = (slice(cy - r, cy + r + 1), slice(cx - r, cx + r + 1))
+    a, b = np.nan_to_num(a)[box], np.nan_to_num(b)
+
+    def resid(p):
+        return (p[2] * ndimage.shift(b, p[:2], order=3, mode="nearest")[box] + p[3] - a).ravel()
+
+    return optimize.least_squares(resid, [0, 0, 1, 0], x_scale=[0.1, 0.1, 0.1, 1]).x[:2]
+
+
+def _median_frame(model):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns at the edge
+        return np.nanmedian(model.data, axis=0)
+
+
 @pytest.mark.slow
 def test_pipeline_on_asn(dataset, tmp_path):
     out = tmp_path / "out"
     result = KlipPrepPipeline.call(str(dataset.asn_path), save_results=True,
-                                   output_dir=str(out), steps={"pad_frames": {"npix": [10]}})
+                                   output_dir=str(out),
+                                   steps={"pad_frames": {"skip": False, "npix": [10]}})
     # one product per science and reference exposure, no background, no intermediate files
     assert len(result) == 7
     written = sorted(p.name for p in out.glob("*.fits"))
@@ -45,9 +70,25 @@ def test_pipeline_on_asn(dataset, tmp_path):
         true_rel = np.array(e["star_center_yx"]) - ref_star
         measured = np.median(rec["align_frames"]["shift_yx"], axis=0)
         assert np.all(np.abs(measured - true_rel) < 0.15)  # PSF-shape bias of image matching
-    # every star now sits at the same place (to the alignment accuracy)
-    stars = np.array([get_center_yx(m, "star") for m in result])
-    assert np.ptp(stars, axis=0).max() < 1e-6
+    # the pixels line up: an independent fit finds the true relative offsets between the inputs
+    # (0.1-0.7 px here), and none left between the products
+    first_in = first_out = None
+    moved = 0.0
+    for model in result:
+        name = model.meta.filename.replace("_klipprep", "_calints")
+        with datamodels.open(dataset.asn_path.parent / name) as src:
+            frame_in = _median_frame(src)
+        frame_out = _median_frame(model)
+        star_in = np.array(truth[name]["star_center_yx"])
+        if first_in is None:
+            first_in, first_out, first_star = frame_in, frame_out, star_in
+            continue
+        fit_in = _offset(first_in, frame_in, first_star)
+        np.testing.assert_allclose(fit_in, first_star - star_in, atol=0.1)
+        moved = max(moved, np.abs(fit_in).max())
+        centre = ((frame_out.shape[0] - 1) / 2, (frame_out.shape[1] - 1) / 2)
+        assert np.abs(_offset(first_out, frame_out, centre)).max() < 0.03, name
+    assert moved > 0.3  # the inputs were misaligned
     with datamodels.open(out / written[0]) as model:
         assert model.meta.cal_step.instance["align_frames"] == "COMPLETE"
         assert "pad_frames" in model.meta.instance["klipprep"]
@@ -63,7 +104,8 @@ def test_pipeline_skips_steps_and_records_them(dataset):
     model = result[0]
     assert model.meta.cal_step.instance["fix_bad_pixels"] == "SKIPPED"
     assert model.meta.cal_step.instance["replace_nans"] == "COMPLETE"
-    assert model.data.shape == (3, 480, 480)  # default pad 80
+    assert model.meta.cal_step.instance["pad_frames"] == "SKIPPED"
+    assert model.data.shape == (3, 320, 320)  # no padding by default
 
 
 def test_parameter_file_roundtrip(dataset, tmp_path):
@@ -71,6 +113,7 @@ def test_parameter_file_roundtrip(dataset, tmp_path):
 
     pars = tmp_path / "pars.asdf"
     step_from_cmdline(["klipprep", str(dataset.asn_path), "--steps.pad_frames.npix=7",
+                       "--steps.pad_frames.skip=False",
                        "--steps.fix_bad_pixels.skip=True", "--save_summary=False",
                        "--save_diagnostics=False", f"--output_dir={tmp_path}",
                        "--save-parameters", str(pars)])
@@ -85,7 +128,8 @@ def test_pipeline_on_miri(tmp_path):
     data = simulate_dataset(tmp_path / "miri", instrument="MIRI", nints=2, n_reference=1,
                             seed=4)
     result = KlipPrepPipeline.call(str(data.asn_path), save_summary=False,
-                                   save_diagnostics=False, steps={"pad_frames": {"npix": [4]}})
+                                   save_diagnostics=False,
+                                   steps={"pad_frames": {"skip": False, "npix": [4]}})
     assert len(result) == 3  # two rolls and one reference; the backgrounds were consumed
     truth = {e["filename"]: e for e in data.truth["exposures"]}
     for model in result:

@@ -68,6 +68,10 @@ class AlignFramesStep(KlipPrepStep):
         box = self._box(ref_model, shape)
         reference, reference_err, reference_bad = (
             a[box] for a in (reference, reference_err, reference_bad))
+        # the fit is invariant to a common flux unit; work near unity so that absurd but finite
+        # units (SCI x 1e30) do not overflow the normal equations
+        unit = _flux_unit(reference, reference_bad, ref_model.meta.filename)
+        reference, reference_err = reference / unit, reference_err / unit
         weights = None if weights is None else weights[box]
         ref_pending = pending_shift(ref_model)
         ref_pending = np.zeros(2) if ref_pending is None else ref_pending[0]
@@ -83,8 +87,8 @@ class AlignFramesStep(KlipPrepStep):
             cut = (slice(None), *box)
             try:
                 fit = measure_shift(
-                    reference, arrays.data[cut], weights=weights,
-                    bad=(arrays.dq[cut] & bad_bits) != 0, err=arrays.err[cut],
+                    reference, arrays.data[cut] / unit, weights=weights,
+                    bad=(arrays.dq[cut] & bad_bits) != 0, err=arrays.err[cut] / unit,
                     reference_bad=reference_bad, reference_err=reference_err,
                     guess_yx=guess, robust=None if self.robust == "none" else self.robust,
                     fit_offset=self.fit_offset,
@@ -180,12 +184,30 @@ class AlignFramesStep(KlipPrepStep):
             applied_shift_yx=applied,
             applied=bool(self.apply),
         )
+        # header keywords: medians over the integrations whose fit succeeded (never NaN)
+        ok = ~np.asarray(failed, bool)
         med = np.median(applied, axis=0)
-        ok = ~failed & np.all(np.isfinite(fit.shift_err_yx), axis=1)
-        err = np.median(fit.shift_err_yx[ok], axis=0) if ok.any() else (np.inf, np.inf)
-        set_fits_keyword(model, "ALGSHFTX", float(med[1]), "align_frames applied x shift (px)")
-        set_fits_keyword(model, "ALGSHFTY", float(med[0]), "align_frames applied y shift (px)")
-        if ok.any():  # never a NaN in a header: the median over the fitted integrations
-            set_fits_keyword(model, "ALGERRX", float(err[1]), "align_frames x shift error (px)")
-            set_fits_keyword(model, "ALGERRY", float(err[0]), "align_frames y shift error (px)")
+        ok = ok & np.all(np.isfinite(fit.shift_err_yx), axis=1)
+        err = np.median(np.asarray(fit.shift_err_yx, float)[ok], axis=0) if ok.any() else (
+            np.nan, np.nan)
+        for key, value, comment in (
+            ("ALGSHFTX", med[1], "align_frames applied x shift (px)"),
+            ("ALGSHFTY", med[0], "align_frames applied y shift (px)"),
+            ("ALGERRX", err[1], "align_frames x shift error (px)"),
+            ("ALGERRY", err[0], "align_frames y shift error (px)"),
+        ):
+            if np.isfinite(value):  # never a NaN in a header
+                set_fits_keyword(model, key, float(value), comment)
         set_status(model, self.class_alias)
+
+
+def _flux_unit(reference, bad, name):
+    """A robust flux scale of the reference (its largest valid absolute value), for rescaling."""
+    values = np.abs(reference[~bad & np.isfinite(reference)])
+    if values.size == 0:
+        raise InputError(f"{name}: the alignment reference has no valid pixel inside the fit "
+                         "region (all NaN or flagged)")
+    unit = float(values.max())
+    if not np.isfinite(unit) or unit == 0.0:
+        return 1.0
+    return unit

@@ -22,6 +22,7 @@ class PadFramesStep(KlipPrepStep):
     class_alias = "pad_frames"
 
     spec = """
+        skip = boolean(default=True)  # In the klipprep pipeline: skipped unless skip=False (a standalone run always runs)
         npix = force_list(default=list(80))  # Pad width in pixels (0 to 4096): one value, or left,right,bottom,top
         fill_value = float(default=nan)  # Value of the padded SCI pixels (ERR and VAR_* get NaN)
         dq_flags = string(default="DO_NOT_USE,NON_SCIENCE")  # DQ flags of the padded pixels

@@ -10,7 +10,11 @@ from jwst_klipprep.steps.align_frames_step import AlignFramesStep
 SHIFT = (0.3, -0.7)
 
 
-def _pair():
+def _pair(jitter0=(0.0, 0.0)):
+    """A science and a reference exposure, the reference's star offset by SHIFT.
+
+    ``jitter0`` moves the star of the first science integration only (pointing jitter).
+    """
     ny, nx = 48, 52
     yy, xx = np.mgrid[:ny, :nx]
 
@@ -24,6 +28,8 @@ def _pair():
         model = make_model(nints=3, ny=ny, nx=nx, seed=i,
                            filename=f"jw0000{i + 1}001_03106_00001_nrcalong_calints.fits")
         data = star(24.2 + dy, 25.6 + dx) + rng.normal(0, 0.02, (3, ny, nx))
+        if kind == "science":
+            data[0] = star(24.2 + jitter0[0], 25.6 + jitter0[1]) + rng.normal(0, 0.02, (ny, nx))
         model.data = data.astype(np.float32)
         model.err = np.full(data.shape, 0.02, np.float32)
         model.dq = np.zeros(data.shape, np.uint32)
@@ -70,8 +76,48 @@ def test_needs_a_science_exposure():
 
 
 def test_median_reference():
-    sci, ref = _pair()
+    # the first science integration is off by a jitter: the first_integration reference carries
+    # it into every shift, the median of the exposure (two of three integrations on target) not
+    jitter = (0.25, 0.15)
+    sci, ref = _pair(jitter0=jitter)
+    first = AlignFramesStep.call([sci, ref], weighting="none", reference="first_integration")
+    rec = first[1].meta.instance["klipprep"]["align_frames"]
+    np.testing.assert_allclose(rec["shift_yx"], [np.subtract(SHIFT, jitter)] * 3, atol=0.01)
     result = AlignFramesStep.call([sci, ref], weighting="none", reference="median")
     rec = result[1].meta.instance["klipprep"]["align_frames"]
     assert rec["reference_mode"] == "median"
-    np.testing.assert_allclose(rec["shift_yx"], [SHIFT] * 3, atol=0.01)
+    np.testing.assert_allclose(rec["shift_yx"], [SHIFT] * 3, atol=0.02)
+    # the science exposure itself: integrations 1-2 need no shift to the median, 0 the jitter
+    own = result[0].meta.instance["klipprep"]["align_frames"]["shift_yx"]
+    np.testing.assert_allclose(own, [jitter, (0, 0), (0, 0)], atol=0.02)
+
+
+def test_all_nan_integration_is_skipped_and_headers_stay_finite(tmp_path):
+    sci, ref = _pair()
+    ref.data[1] = np.nan
+    result = AlignFramesStep.call([sci, ref], weighting="none")
+    rec = result[1].meta.instance["klipprep"]["align_frames"]
+    assert rec["failed"] == [False, True, False]
+    np.testing.assert_allclose(rec["shift_yx"], [SHIFT] * 3, atol=0.01)  # median for the dead one
+    cards = {c[0]: c[1] for c in result[1].extra_fits.SCI.header}
+    assert all(np.isfinite(cards[k]) for k in ("ALGSHFTX", "ALGSHFTY", "ALGERRX", "ALGERRY"))
+    result[1].save(tmp_path / "x.fits")  # NaN in a header would fail here
+
+
+def test_absurd_flux_units_give_the_same_shifts():
+    sci, ref = _pair()
+    plain = AlignFramesStep.call([sci, ref], weighting="none", apply=False)
+    for model in (sci, ref):
+        model.data = model.data * np.float32(1e30)
+        model.err = model.err * np.float32(1e30)
+    scaled = AlignFramesStep.call([sci, ref], weighting="none", apply=False)
+    a, b = (r[1].meta.instance["klipprep"]["align_frames"] for r in (plain, scaled))
+    np.testing.assert_allclose(b["shift_yx"], a["shift_yx"], atol=1e-4)
+    np.testing.assert_allclose(b["shift_yx"], [SHIFT] * 3, atol=0.01)
+
+
+def test_empty_input_names_the_problem():
+    from jwst.datamodels import ModelContainer
+
+    with pytest.raises(InputError, match="needs at least one science exposure"):
+        AlignFramesStep().process(ModelContainer())

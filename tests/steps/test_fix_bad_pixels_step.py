@@ -233,7 +233,7 @@ def test_dq_flags_by_value_and_dilate():
     assert np.all(result.dq[:, 19:22, 21:24] & FE)
     rec = result.meta.instance["klipprep"]["fix_bad_pixels"]
     assert rec["found"]["dilate"] > 0 and rec["dilate"] == 1
-    with pytest.raises(ValueError, match="not a single DQ flag"):
+    with pytest.raises(ValueError, match="not a single flag"):
         FixBadPixelsStep.call(model, find=["dq"], dq_flags="3")
     with pytest.raises(ValueError, match="unknown DQ flag"):
         FixBadPixelsStep.call(model, find=["dq"], dq_flags="NOT_A_FLAG")
