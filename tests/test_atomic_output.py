@@ -216,7 +216,7 @@ def test_two_products_onto_one_file_are_refused(tmp_path):
     path = tmp_path / "asn.json"
     path.write_text(json.dumps(asn))
     out = tmp_path / "out"
-    with pytest.raises(InputError, match="two products of this run"):
+    with pytest.raises(InputError, match="two products of this run|listed twice"):
         ReplaceNansStep.call(str(path), save_results=True, output_dir=str(out))
     assert not out.exists() or not list(out.iterdir())
 

@@ -127,7 +127,8 @@ def test_pyklip_reads_the_true_star(products):
         with datamodels.open(path) as model:
             rec = model.meta.instance["klipprep"]
             moved = np.mean(rec["align_frames"]["applied_shift_yx"], axis=0)
-            left, _, bottom, _ = rec["pad_frames"]["npix_left_right_bottom_top"]
+            pad = rec.get("pad_frames", {}).get("npix_left_right_bottom_top", (0, 0, 0, 0))
+            left, _, bottom, _ = pad  # not padded by default
             e = by_name[model.meta.filename.replace("_klipprep", "_calints")]
             true_yx = np.array(e["star_center_yx"]) + moved + (
                 bottom, left)

@@ -21,19 +21,18 @@ def test_order_and_default_skip():
     assert order[0] == "crop_frames"
     assert order.index("pad_frames") < order.index("coadd_frames") < order.index("blur_frames")
     pipeline = KlipPrepPipeline()
-    assert all(getattr(pipeline, alias).skip for alias in OPTIONAL)
-    assert not pipeline.pad_frames.skip
+    assert all(getattr(pipeline, alias).skip for alias in (*OPTIONAL, "pad_frames"))
 
 
 @pytest.mark.slow
 def test_optional_steps_in_the_pipeline(dataset):
     kw = dict(save_summary=False, save_diagnostics=False)
     default = KlipPrepPipeline.call(str(dataset.asn_path), **kw,
-                                    steps={"pad_frames": {"npix": [4]}})
+                                    steps={"pad_frames": {"skip": False, "npix": [4]}})
     result = KlipPrepPipeline.call(
         str(dataset.asn_path), **kw,
         steps={"crop_frames": {"skip": False, "npix": [10]},
-               "pad_frames": {"npix": [4]},
+               "pad_frames": {"skip": False, "npix": [4]},
                "coadd_frames": {"skip": False, "nframes": 2},
                "blur_frames": {"skip": False, "fwhm": "1.5"}})
     for plain, model in zip(default, result, strict=True):

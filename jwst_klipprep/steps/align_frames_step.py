@@ -70,7 +70,7 @@ class AlignFramesStep(KlipPrepStep):
             a[box] for a in (reference, reference_err, reference_bad))
         # the fit is invariant to a common flux unit; work near unity so that absurd but finite
         # units (SCI x 1e30) do not overflow the normal equations
-        unit = _flux_unit(reference, reference_bad, ref_model.meta.filename)
+        unit = _flux_unit(reference, reference_bad, ref_model.meta.filename, self.fit_radius)
         reference, reference_err = reference / unit, reference_err / unit
         weights = None if weights is None else weights[box]
         ref_pending = pending_shift(ref_model)
@@ -201,12 +201,13 @@ class AlignFramesStep(KlipPrepStep):
         set_status(model, self.class_alias)
 
 
-def _flux_unit(reference, bad, name):
+def _flux_unit(reference, bad, name, fit_radius):
     """A robust flux scale of the reference (its largest valid absolute value), for rescaling."""
     values = np.abs(reference[~bad & np.isfinite(reference)])
     if values.size == 0:
         raise InputError(f"{name}: the alignment reference has no valid pixel inside the fit "
-                         "region (all NaN or flagged)")
+                         f"region (fit_radius={fit_radius} px around the mask centre: all NaN or "
+                         "flagged)")
     unit = float(values.max())
     if not np.isfinite(unit) or unit == 0.0:
         return 1.0
