@@ -1,5 +1,6 @@
 """Shared fixtures: tiny synthetic NIRCam / MIRI coronagraphic models, and offline guards."""
 
+import logging
 import os
 import socket
 import warnings
@@ -24,6 +25,24 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=500, deadline=None, database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_log_handlers():
+    """Restore the logging handlers after each test.
+
+    An in-process ``strun`` (stpipe's command line) attaches handlers that write to the
+    ``sys.stderr`` of that moment, pytest's capture stream of that test; a later test logging
+    through them would print "--- Logging error ---" tracebacks into its own captured output.
+    """
+    names = ("", "stpipe", "jwst", "jwst_klipprep", "py.warnings")
+    saved = {name: (list(logging.getLogger(name).handlers), logging.getLogger(name).level)
+             for name in names}
+    yield
+    for name, (handlers, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
