@@ -158,8 +158,8 @@ def run_pipeline(asn, outdir):
 
 
 _HOTSPOTS = [  # (label, file name part, function name) of pstats entries
-    ("datamodel array assignment with schema validation (_arrays.FrameArrays.to_model)",
-     "_arrays.py", "to_model"),
+    ("datamodel array assignment (datamodel_arrays.FrameArrays.to_model)",
+     "datamodel_arrays.py", "to_model"),
     ("schema validation on every attribute assignment (stdatamodels _check_value)",
      "stdatamodels/validate.py", "_check_value"),
     ("stpipe gc.collect before each step", "~", "<built-in method gc.collect>"),

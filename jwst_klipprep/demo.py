@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jwst_klipprep._arrays import get_center_yx
+from jwst_klipprep.keywords import get_center_yx
 
 __all__ = ["run_demo"]
 

@@ -3,7 +3,7 @@
 import numpy as np
 from astropy.table import Table
 
-from jwst_klipprep._arrays import get_center_yx
+from jwst_klipprep.keywords import get_center_yx
 
 __all__ = ["summary_table", "write_diagnostic_plot"]
 

@@ -200,7 +200,7 @@ def _true_mask_center_yx(instrument, aperture, filter_name, crpix_xy):
     """
     x, y = crpix_xy
     if instrument == "NIRCAM":
-        from jwst_klipprep.algorithms.centers import mask_center_correction
+        from jwst_klipprep.algorithms.nircam_mask_centers import mask_center_correction
         from jwst_klipprep.reference_data import load_table
 
         corr = mask_center_correction(

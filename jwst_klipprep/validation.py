@@ -301,7 +301,7 @@ def check_spec_values(step):
             raise ParameterError(f"{alias}: parameter {key}={value!r}: file not found (paths "
                                  "are relative to the current folder)")
         if fun_name == "string" and key.endswith("flags"):
-            from jwst_klipprep._arrays import dq_bits
+            from jwst_klipprep.datamodel_arrays import dq_bits
 
             try:
                 dq_bits(value)

@@ -17,8 +17,8 @@ import pytest
 from conftest import make_model
 from stdatamodels.jwst import datamodels
 
-from jwst_klipprep import _io
-from jwst_klipprep._base import InputError
+from jwst_klipprep import outputs
+from jwst_klipprep.base import InputError
 from jwst_klipprep.pipeline.klipprep_pipeline import KlipPrepPipeline
 from jwst_klipprep.simulate import simulate_dataset
 from jwst_klipprep.steps.replace_nans_step import ReplaceNansStep
@@ -133,12 +133,12 @@ def _assert_whole_and_sides(folder):
 def test_atomic_path_keeps_the_old_file_on_error(tmp_path):
     path = tmp_path / "x.txt"
     path.write_text("old")
-    with pytest.raises(RuntimeError), _io.atomic_path(path) as tmp:
+    with pytest.raises(RuntimeError), outputs.atomic_path(path) as tmp:
         tmp.write_text("half")
         raise RuntimeError("disk full")
     assert path.read_text() == "old"
     assert list(tmp_path.iterdir()) == [path]
-    with _io.atomic_path(path) as tmp:
+    with outputs.atomic_path(path) as tmp:
         tmp.write_text("new")
     assert path.read_text() == "new"
     assert list(tmp_path.iterdir()) == [path]
@@ -152,7 +152,7 @@ def test_stale_temporary_file_of_a_killed_run_is_removed(tmp_path):
     stale.write_bytes(b"half")
     alive = tmp_path / f".x.fits.{os.getppid()}.part"  # a live process: left alone
     alive.write_bytes(b"busy")
-    with _io.atomic_path(path) as tmp:
+    with outputs.atomic_path(path) as tmp:
         tmp.write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name, "x.fits"]
 

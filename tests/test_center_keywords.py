@@ -4,16 +4,16 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from jwst_klipprep._arrays import (
+from jwst_klipprep.consumers import fill_nans, prepare_for_consumers
+from jwst_klipprep.geometry import shift_geometry
+from jwst_klipprep.keywords import (
     dither_offset_yx,
     finalize_star_keywords,
     get_center_err_yx,
     get_center_yx,
     set_center_err_yx,
     set_center_yx,
-    shift_geometry,
 )
-from jwst_klipprep._consumers import fill_nans, prepare_for_consumers
 
 SCALE = 0.063
 

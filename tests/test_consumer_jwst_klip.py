@@ -6,7 +6,7 @@ from jwst.coron.klip_step import KlipStep
 from jwst.coron.stack_refs_step import StackRefsStep
 from jwst.datamodels import ModelContainer
 
-from jwst_klipprep._arrays import get_center_yx
+from jwst_klipprep.keywords import get_center_yx
 from jwst_klipprep.pipeline.klipprep_pipeline import KlipPrepPipeline
 from jwst_klipprep.simulate import simulate_dataset
 from jwst_klipprep.steps.replace_nans_step import ReplaceNansStep

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jwst_klipprep._arrays import get_center_yx
+from jwst_klipprep.keywords import get_center_yx
 from jwst_klipprep.pipeline.klipprep_pipeline import STEP_ORDER, KlipPrepPipeline
 from jwst_klipprep.simulate import simulate_dataset
 

@@ -13,7 +13,7 @@ from helpers import assert_unchanged, snapshot, write_asn
 from stdatamodels.jwst import datamodels
 
 from jwst_klipprep import integration
-from jwst_klipprep._base import InputError
+from jwst_klipprep.base import InputError
 from jwst_klipprep.steps.pad_frames_step import PadFramesStep
 from jwst_klipprep.steps.replace_nans_step import ReplaceNansStep
 
@@ -185,7 +185,7 @@ def test_default_parameters_of_every_step_are_valid():
 
 
 def test_pipeline_validates_its_substeps():
-    from jwst_klipprep._base import ParameterError
+    from jwst_klipprep.base import ParameterError
     from jwst_klipprep.pipeline.klipprep_pipeline import KlipPrepPipeline
 
     pipe = KlipPrepPipeline(steps={"fix_bad_pixels": {"neg_sigma": float("nan")}})

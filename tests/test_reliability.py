@@ -20,7 +20,7 @@ from helpers import write_asn
 from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import dqflags
 
-from jwst_klipprep._base import InputError, ParameterError
+from jwst_klipprep.base import InputError, ParameterError
 from jwst_klipprep.steps.align_frames_step import AlignFramesStep
 from jwst_klipprep.steps.pad_frames_step import PadFramesStep
 from jwst_klipprep.steps.replace_nans_step import ReplaceNansStep

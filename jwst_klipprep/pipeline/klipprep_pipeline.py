@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from jwst.datamodels import ModelContainer
 
-from jwst_klipprep import _io
-from jwst_klipprep._base import KlipPrepPipelineBase, members
-from jwst_klipprep._consumers import prepare_for_consumers
-from jwst_klipprep._geometry import apply_pending_shift
-from jwst_klipprep._members import classify_members
+from jwst_klipprep import outputs
+from jwst_klipprep.base import KlipPrepPipelineBase, members
+from jwst_klipprep.consumers import prepare_for_consumers
+from jwst_klipprep.geometry import apply_pending_shift
+from jwst_klipprep.roles import classify_members
 from jwst_klipprep.steps.align_frames_step import AlignFramesStep
 from jwst_klipprep.steps.blur_frames_step import BlurFramesStep
 from jwst_klipprep.steps.coadd_frames_step import CoaddFramesStep
@@ -156,8 +156,8 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
         if self.save_diagnostics:  # the figure first, so that the summary has its timing
             t0, c0 = time.perf_counter(), time.process_time()
             path = outdir / f"{name}_klipprep.png"
-            _io.warn_if_replacing(path)
-            with _io.atomic_path(path) as tmp:
+            outputs.warn_if_replacing(path)
+            with outputs.atomic_path(path) as tmp:
                 write_diagnostic_plot(models, before, tmp)
             log.info("klipprep: wrote %s", path)
             timings["figure"] = time.perf_counter() - t0
@@ -165,8 +165,8 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
         if self.save_summary:
             table = summary_table(models, roles=roles, timings=timings, cpu=cpu)
             path = outdir / f"{name}_klipprep_summary.ecsv"
-            _io.warn_if_replacing(path)
-            with _io.atomic_path(path) as tmp:
+            outputs.warn_if_replacing(path)
+            with outputs.atomic_path(path) as tmp:
                 table.write(tmp, format="ascii.ecsv")
             log.info("klipprep: wrote %s", path)
 

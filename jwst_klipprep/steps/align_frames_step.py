@@ -4,21 +4,16 @@ import logging
 
 import numpy as np
 
-from jwst_klipprep._arrays import (
-    FrameArrays,
-    dq_bits,
-    get_center_yx,
-    record,
-    set_fits_keyword,
-    set_status,
-)
-from jwst_klipprep._base import InputError, KlipPrepStep, members
-from jwst_klipprep._geometry import apply_shift, pending_shift, set_pending_shift
-from jwst_klipprep._members import classify_members
-from jwst_klipprep._transmission import transmission_map
 from jwst_klipprep.algorithms.background import combine_background
 from jwst_klipprep.algorithms.registration import measure_shift
+from jwst_klipprep.base import InputError, KlipPrepStep, members
+from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
+from jwst_klipprep.geometry import apply_shift, pending_shift, set_pending_shift
+from jwst_klipprep.keywords import get_center_yx, set_fits_keyword
+from jwst_klipprep.provenance import record, set_status
 from jwst_klipprep.psf.builtin import default_pixel_scale
+from jwst_klipprep.roles import classify_members
+from jwst_klipprep.transmission import transmission_map
 from jwst_klipprep.validation import check_same_setup, dead_integrations
 
 __all__ = ["AlignFramesStep"]

@@ -4,9 +4,11 @@ import logging
 
 import numpy as np
 
-from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_fits_keyword, set_status
-from jwst_klipprep._base import InputError, KlipPrepStep
 from jwst_klipprep.algorithms.blur import auto_fwhm, blur_frames
+from jwst_klipprep.base import InputError, KlipPrepStep
+from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
+from jwst_klipprep.keywords import set_fits_keyword
+from jwst_klipprep.provenance import record, set_status
 
 __all__ = ["DIAMETER_M", "BlurFramesStep"]
 

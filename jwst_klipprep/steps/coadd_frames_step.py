@@ -4,10 +4,11 @@ import logging
 
 import numpy as np
 
-from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status
-from jwst_klipprep._base import InputError, KlipPrepStep
-from jwst_klipprep._geometry import pending_shift
 from jwst_klipprep.algorithms.coadd import COADD_METHODS, coadd_frames
+from jwst_klipprep.base import InputError, KlipPrepStep
+from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
+from jwst_klipprep.geometry import pending_shift
+from jwst_klipprep.provenance import record, set_status
 
 __all__ = ["CoaddFramesStep"]
 

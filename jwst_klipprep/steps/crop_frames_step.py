@@ -4,10 +4,12 @@ import logging
 
 import numpy as np
 
-from jwst_klipprep._arrays import FrameArrays, record, set_status, shift_geometry
-from jwst_klipprep._base import InputError, KlipPrepStep
 from jwst_klipprep.algorithms.cropping import crop_frames, parse_crop
 from jwst_klipprep.algorithms.padding import parse_pad
+from jwst_klipprep.base import InputError, KlipPrepStep
+from jwst_klipprep.datamodel_arrays import FrameArrays
+from jwst_klipprep.geometry import shift_geometry
+from jwst_klipprep.provenance import record, set_status
 
 __all__ = ["CropFramesStep"]
 

@@ -15,8 +15,6 @@ import numpy as np
 from astropy.io import fits
 from stdatamodels.jwst.datamodels import dqflags
 
-from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status
-from jwst_klipprep._base import InputError, KlipPrepStep, ParameterError, members
 from jwst_klipprep.algorithms.badpix import (
     FIND_NAMES,
     KIND_NAMES,
@@ -28,6 +26,9 @@ from jwst_klipprep.algorithms.badpix import (
     find_nonfinite,
     find_persistent,
 )
+from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError, members
+from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
+from jwst_klipprep.provenance import record, set_status
 from jwst_klipprep.psf.builtin import FILTERS
 
 __all__ = ["FixBadPixelsStep"]

@@ -4,9 +4,11 @@ import logging
 
 import numpy as np
 
-from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status, shift_geometry
-from jwst_klipprep._base import InputError, KlipPrepStep, ParameterError
 from jwst_klipprep.algorithms.padding import pad_frames, padded_nbytes, parse_pad
+from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError
+from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
+from jwst_klipprep.geometry import shift_geometry
+from jwst_klipprep.provenance import record, set_status
 
 __all__ = ["PadFramesStep"]
 

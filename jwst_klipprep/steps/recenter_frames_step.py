@@ -6,22 +6,16 @@ import numpy as np
 from astropy.io import fits
 
 from jwst_klipprep import __version__
-from jwst_klipprep._arrays import (
-    FrameArrays,
-    dq_bits,
-    get_center_yx,
-    record,
-    set_center_yx,
-    set_fits_keyword,
-    set_status,
-)
-from jwst_klipprep._base import InputError, KlipPrepStep, ParameterError
-from jwst_klipprep._geometry import apply_shift, array_center_yx, set_pending_shift
-from jwst_klipprep._transmission import transmission_map
 from jwst_klipprep.algorithms.centering import extract_stamp, measure_star_offset
+from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError
+from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
+from jwst_klipprep.geometry import apply_shift, array_center_yx, set_pending_shift
+from jwst_klipprep.keywords import get_center_yx, set_center_yx, set_fits_keyword
+from jwst_klipprep.provenance import record, set_status
 from jwst_klipprep.psf import builtin
 from jwst_klipprep.psf.models import place_stamp, resolve_backend, stpsf_version
 from jwst_klipprep.psf.stamps import make_model_callable
+from jwst_klipprep.transmission import transmission_map
 
 __all__ = ["RecenterFramesStep"]
 

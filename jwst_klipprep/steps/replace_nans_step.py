@@ -4,9 +4,10 @@ import logging
 
 import numpy as np
 
-from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status
-from jwst_klipprep._base import KlipPrepStep
 from jwst_klipprep.algorithms.nans import replace_nans
+from jwst_klipprep.base import KlipPrepStep
+from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
+from jwst_klipprep.provenance import record, set_status
 
 __all__ = ["ReplaceNansStep"]
 

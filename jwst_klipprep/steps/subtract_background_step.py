@@ -7,10 +7,6 @@ import numpy as np
 from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import dqflags
 
-from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status
-from jwst_klipprep._base import InputError, KlipPrepStep, check_model, members
-from jwst_klipprep._members import classify_members
-from jwst_klipprep._transmission import transmission_map
 from jwst_klipprep.algorithms.background import (
     assign_background_chunks,
     combine_background,
@@ -18,6 +14,11 @@ from jwst_klipprep.algorithms.background import (
     select_background_pixels,
     subtract_combined_background,
 )
+from jwst_klipprep.base import InputError, KlipPrepStep, check_model, members
+from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
+from jwst_klipprep.provenance import record, set_status
+from jwst_klipprep.roles import classify_members
+from jwst_klipprep.transmission import transmission_map
 
 __all__ = ["SubtractBackgroundStep"]
 

@@ -5,10 +5,11 @@ import logging
 import numpy as np
 from stdatamodels.jwst.datamodels import dqflags
 
-from jwst_klipprep._arrays import FrameArrays, dq_bits, record, set_status
-from jwst_klipprep._base import InputError, KlipPrepStep
-from jwst_klipprep._transmission import transmission_map
 from jwst_klipprep.algorithms.background import estimate_level
+from jwst_klipprep.base import InputError, KlipPrepStep
+from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
+from jwst_klipprep.provenance import record, set_status
+from jwst_klipprep.transmission import transmission_map
 from jwst_klipprep.validation import dead_integrations
 
 __all__ = ["SubtractMedianStep"]

@@ -2,9 +2,10 @@
 
 import logging
 
-from jwst_klipprep._arrays import get_center_yx, record, set_center_yx, set_status
-from jwst_klipprep._base import KlipPrepStep
-from jwst_klipprep.algorithms.centers import mask_center_correction
+from jwst_klipprep.algorithms.nircam_mask_centers import mask_center_correction
+from jwst_klipprep.base import KlipPrepStep
+from jwst_klipprep.keywords import get_center_yx, set_center_yx
+from jwst_klipprep.provenance import record, set_status
 from jwst_klipprep.reference_data import load_table, siaf_reference_xy, siaf_version
 
 __all__ = ["UpdateNircamCentersStep"]

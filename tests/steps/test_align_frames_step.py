@@ -3,8 +3,8 @@ import pytest
 from conftest import make_model
 from helpers import assert_unchanged, snapshot
 
-from jwst_klipprep._arrays import get_center_yx
-from jwst_klipprep._base import InputError
+from jwst_klipprep.base import InputError
+from jwst_klipprep.keywords import get_center_yx
 from jwst_klipprep.steps.align_frames_step import AlignFramesStep
 
 SHIFT = (0.3, -0.7)

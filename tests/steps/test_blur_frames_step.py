@@ -3,8 +3,8 @@ import pytest
 from helpers import assert_unchanged, snapshot, write_asn
 from stdatamodels.jwst import datamodels
 
-from jwst_klipprep._arrays import get_center_yx
 from jwst_klipprep.algorithms.blur import auto_fwhm
+from jwst_klipprep.keywords import get_center_yx
 from jwst_klipprep.steps.blur_frames_step import BlurFramesStep
 
 

@@ -4,9 +4,9 @@ from conftest import make_model
 from helpers import assert_unchanged, snapshot, write_asn
 from stdatamodels.jwst import datamodels
 
-from jwst_klipprep._base import InputError
-from jwst_klipprep._geometry import set_pending_shift
 from jwst_klipprep.algorithms.background import median_error_factor
+from jwst_klipprep.base import InputError
+from jwst_klipprep.geometry import set_pending_shift
 from jwst_klipprep.steps.coadd_frames_step import CoaddFramesStep
 
 

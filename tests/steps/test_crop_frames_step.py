@@ -3,8 +3,8 @@ import pytest
 from helpers import assert_unchanged, snapshot, write_asn
 from stdatamodels.jwst import datamodels
 
-from jwst_klipprep._arrays import get_center_yx, set_center_yx
-from jwst_klipprep._base import InputError
+from jwst_klipprep.base import InputError
+from jwst_klipprep.keywords import get_center_yx, set_center_yx
 from jwst_klipprep.steps.crop_frames_step import CropFramesStep
 from jwst_klipprep.steps.pad_frames_step import PadFramesStep
 

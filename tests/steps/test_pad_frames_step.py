@@ -3,7 +3,7 @@ import pytest
 from helpers import assert_unchanged, snapshot
 from stdatamodels.jwst.datamodels import dqflags
 
-from jwst_klipprep._arrays import get_center_yx, set_center_yx
+from jwst_klipprep.keywords import get_center_yx, set_center_yx
 from jwst_klipprep.steps.pad_frames_step import PadFramesStep
 
 DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]

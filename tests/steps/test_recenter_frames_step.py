@@ -7,7 +7,7 @@ from astropy.io import fits
 from conftest import make_model
 from helpers import assert_unchanged, snapshot
 
-from jwst_klipprep._arrays import get_center_yx
+from jwst_klipprep.keywords import get_center_yx
 from jwst_klipprep.psf.builtin import coronagraphic_psf
 from jwst_klipprep.steps.recenter_frames_step import RecenterFramesStep
 

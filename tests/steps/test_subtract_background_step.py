@@ -4,8 +4,8 @@ from conftest import make_model
 from helpers import assert_unchanged, snapshot
 from stdatamodels.jwst.datamodels import dqflags
 
-from jwst_klipprep._base import InputError
 from jwst_klipprep.algorithms.background import median_error_factor
+from jwst_klipprep.base import InputError
 from jwst_klipprep.steps.subtract_background_step import SubtractBackgroundStep
 
 DO_NOT_USE = dqflags.pixel["DO_NOT_USE"]

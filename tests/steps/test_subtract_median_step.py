@@ -58,7 +58,7 @@ def test_miri_runs_with_a_note(caplog):
 
 
 def test_unknown_method(cube):
-    from jwst_klipprep._base import ParameterError
+    from jwst_klipprep.base import ParameterError
 
     with pytest.raises(ParameterError, match="'method': the value \"mode\" is unacceptable"):
         SubtractMedianStep.call(cube, method="mode")

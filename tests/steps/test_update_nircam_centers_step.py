@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from helpers import snapshot
 
-from jwst_klipprep._arrays import get_center_yx
-from jwst_klipprep.algorithms.centers import mask_center_correction
+from jwst_klipprep.algorithms.nircam_mask_centers import mask_center_correction
+from jwst_klipprep.keywords import get_center_yx
 from jwst_klipprep.steps.pad_frames_step import PadFramesStep
 from jwst_klipprep.steps.update_nircam_centers_step import UpdateNircamCentersStep
 

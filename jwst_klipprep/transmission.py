@@ -6,7 +6,7 @@ import logging
 import numpy as np
 from astropy.io import fits
 
-from jwst_klipprep._arrays import get_center_yx
+from jwst_klipprep.keywords import get_center_yx
 
 __all__ = ["load_psfmask", "transmission_map"]
 

@@ -14,14 +14,10 @@ import logging
 import numpy as np
 from stdatamodels.jwst.datamodels import dqflags
 
-from jwst_klipprep._arrays import (
-    FrameArrays,
-    finalize_star_keywords,
-    get_center_err_yx,
-    record,
-    set_center_err_yx,
-)
 from jwst_klipprep.algorithms.nans import replace_nans
+from jwst_klipprep.datamodel_arrays import FrameArrays
+from jwst_klipprep.keywords import finalize_star_keywords, get_center_err_yx, set_center_err_yx
+from jwst_klipprep.provenance import record
 
 __all__ = ["fill_nans", "prepare_for_consumers", "star_uncertainty_from_records"]
 

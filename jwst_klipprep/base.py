@@ -27,7 +27,7 @@ from stdatamodels.jwst import datamodels
 from stdatamodels.jwst.datamodels import JwstDataModel
 from stpipe.exceptions import ValidationError as _StpipeValidationError
 
-from jwst_klipprep import _io, _offline
+from jwst_klipprep import _offline, outputs
 from jwst_klipprep.integration import ALL_SUFFIXES, STEPS
 from jwst_klipprep.validation import (
     InputError,
@@ -243,8 +243,8 @@ class _PluginMixin:
         """
         try:
             try:
-                _io.check_output_dir(self.output_dir)
-            except _io.OutputPathError as exc:
+                outputs.check_output_dir(self.output_dir)
+            except outputs.OutputPathError as exc:
                 raise InputError(str(exc)) from None
             return super().run(*args)
         except InputError as exc:
@@ -293,7 +293,7 @@ class _PluginMixin:
             self.output_use_model = True
         return models
 
-    # ---- Output paths and atomic saving (owner: jwst_klipprep._io; keep this block last) ----
+    # ---- Output paths and atomic saving (owner: jwst_klipprep.outputs; keep this block last) ----
     # Every product is written under a temporary name and renamed when complete; an output
     # never replaces an input (refused before processing); --output_dir naming a file is refused;
     # a product that replaces a file this process did not write is reported with a warning.
@@ -302,14 +302,14 @@ class _PluginMixin:
         """Open the input (stpipe), remember the input paths and refuse outputs onto them."""
         models = super().prepare_output(init, *args, **kwargs)
         if isinstance(init, (str, Path)):
-            self._klipprep_inputs = _io.input_paths(init, models)
+            self._klipprep_inputs = outputs.input_paths(init, models)
             if self.save_results or self.output_file:
                 container = isinstance(models, ModelContainer)
-                outputs = [self._klipprep_output_path(m, use_model=container)
-                           for m in members(models)]
+                paths = [self._klipprep_output_path(m, use_model=container)
+                         for m in members(models)]
                 try:
-                    _io.check_output_paths(outputs, self._klipprep_inputs)
-                except _io.OutputPathError as exc:
+                    outputs.check_output_paths(paths, self._klipprep_inputs)
+                except outputs.OutputPathError as exc:
                     raise InputError(str(exc)) from None
         return models
 
@@ -325,7 +325,7 @@ class _PluginMixin:
 
     def save_model(self, model, suffix=None, idx=None, output_file=None, force=False,
                    **components):
-        """Save like stpipe, but atomically (`jwst_klipprep._io.save_model_atomic`)."""
+        """Save like stpipe, but atomically (`jwst_klipprep.outputs.save_model_atomic`)."""
         if isinstance(model, Sequence) or not hasattr(model, "to_fits"):
             return super().save_model(model, suffix=suffix, idx=idx, output_file=output_file,
                                       force=force, **components)
@@ -334,11 +334,11 @@ class _PluginMixin:
         path = self._klipprep_output_path(model, suffix=suffix, idx=idx,
                                           output_file=output_file, **components)
         try:
-            _io.check_output_paths([path], getattr(self, "_klipprep_inputs", ()))
-        except _io.OutputPathError as exc:
+            outputs.check_output_paths([path], getattr(self, "_klipprep_inputs", ()))
+        except outputs.OutputPathError as exc:
             raise InputError(str(exc)) from None
-        _io.warn_if_replacing(path)
-        output_path = _io.save_model_atomic(model, path)
+        outputs.warn_if_replacing(path)
+        output_path = outputs.save_model_atomic(model, path)
         log.info("Saved model in %s", output_path)
         return output_path
 
@@ -370,7 +370,7 @@ class KlipPrepPipelineBase(_PluginMixin, _JwstPipeline):
         models = super().open_input(step_input)
         align = getattr(self, "align_frames", None)
         if align is not None and not align.skip:
-            from jwst_klipprep._members import classify_members
+            from jwst_klipprep.roles import classify_members
 
             group = members(models)
             if not any(r.kind == "SCI" for r in classify_members(group)):

@@ -1,21 +1,26 @@
-"""Applying shifts to a model: the one place where frames are resampled.
+"""Moving frames and what they record: the one place where frames are resampled.
 
-``recenter_frames`` and ``align_frames`` both call `apply_shift` when they run standalone; in the
-``klipprep`` pipeline they only record their shifts (``apply = False``) and the pipeline calls
-`apply_pending_shift` once, so each frame is resampled at most once.
+* `shift_geometry` moves CRPIX, the mask centre, the star position and the gWCS with the pixels
+  (every shift, crop and pad goes through it);
+* `apply_shift` resamples DATA/ERR/VAR_*/DQ with the shared shifting component and moves the
+  geometry; ``recenter_frames`` and ``align_frames`` call it when they run standalone;
+* in the ``klipprep`` pipeline they only record their shifts (`set_pending_shift`) and the
+  pipeline calls `apply_pending_shift` once, so each frame is resampled at most once.
 """
+
 
 import logging
 
 import numpy as np
 from stdatamodels.jwst.datamodels import dqflags
 
-from jwst_klipprep._arrays import FrameArrays, set_center_yx, shift_geometry
 from jwst_klipprep.algorithms.shift import shift_frames
+from jwst_klipprep.datamodel_arrays import FrameArrays, model_name
+from jwst_klipprep.keywords import finalize_star_keywords, get_center_yx, set_center_yx
 
 __all__ = [
     "apply_pending_shift", "apply_shift", "array_center_yx", "pending_shift",
-    "set_pending_shift",
+    "set_pending_shift", "shift_geometry",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,3 +98,29 @@ def array_center_yx(shape):
     ny, nx = shape[-2:]
     return ((ny - 1) / 2.0, (nx - 1) / 2.0)
 
+
+def shift_geometry(model, shift_yx):
+    """Move every recorded position by ``shift_yx`` pixels, as the image content moved.
+
+    Updates CRPIX, the mask centre and the star position (each made explicit; the star then
+    includes the dither offset, which `finalize_star_keywords` moves out of XOFFSET/YOFFSET),
+    and the gWCS (a shift is prepended to its detector transform), so that a sky position keeps
+    its pixel.  Uncertainties of the centres are unchanged by a shift.
+    """
+    dy, dx = (float(v) for v in shift_yx)
+    centers = {which: get_center_yx(model, which) for which in ("crpix", "mask", "star")}
+    for which, (y, x) in centers.items():
+        set_center_yx(model, which, (y + dy, x + dx))
+    finalize_star_keywords(model)
+    wcs = model.meta.wcs if "wcs" in model.meta.instance else None
+    if wcs is not None and (dx or dy):
+        from astropy.modeling.models import Shift
+
+        bbox = getattr(wcs, "bounding_box", None)
+        try:
+            wcs.insert_transform(wcs.input_frame, Shift(-dx) & Shift(-dy), after=True)
+            if bbox is not None:
+                (x0, x1), (y0, y1) = bbox
+                wcs.bounding_box = ((x0 + dx, x1 + dx), (y0 + dy, y1 + dy))
+        except Exception as exc:  # a WCS we cannot edit: say so rather than leave it silently
+            log.warning("%s: could not shift the gWCS (%s); CRPIX updated", model_name(model), exc)
