@@ -49,7 +49,17 @@ def test_offset_measured_and_star_moved_to_the_centre(psf):
     shift = np.subtract(target, np.add(MASK_YX, rec["star_offset_yx"]))
     assert get_center_yx(result, "crpix") == pytest.approx(np.add(MASK_YX, shift), abs=1e-6)
     assert get_center_yx(result, "mask") == pytest.approx(np.add(MASK_YX, shift), abs=1e-6)
-    # the brightest leak of the star moved by the shift: recentre the model the same way
+    # the pixels moved: the data equal the noiseless PSF of a star at the array centre (the
+    # input's star sat at MASK_YX + OFFSET_YX, 0.1-0.6 px away), not the input
+    moved = coronagraphic_psf(filter="F444W", coronagraph="MASKA335R", shape=(81, 79),
+                              center_yx=np.add(MASK_YX, shift),
+                              offset_yx_arcsec=np.multiply(OFFSET_YX, PIXEL), pixel_scale=PIXEL)
+    flux = 50.0 / psf.max()
+    inner = np.hypot(*(np.indices((81, 79)) - np.reshape(target, (2, 1, 1)))) < 15
+    residual = result.data[:, inner].mean(axis=0) - flux * moved[inner]
+    unshifted = model.data.mean(axis=0)[inner] - flux * moved[inner]
+    assert np.sqrt(np.mean(residual**2)) < 0.1  # noise 0.05 / sqrt(3) + resampling
+    assert np.sqrt(np.mean(unshifted**2)) > 5 * np.sqrt(np.mean(residual**2))
     keys = {c[0] for c in result.extra_fits.SCI.header}
     assert {"STAROFFX", "STAROFFY", "STOFFERR", "PSFMODEL"} <= keys
     assert result.meta.cal_step.instance["recenter_frames"] == "COMPLETE"
