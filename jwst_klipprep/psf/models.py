@@ -183,25 +183,35 @@ def place_stamp(stamp, center_yx, shape):
     return frame
 
 
-@functools.lru_cache(maxsize=32)
-def _stpsf_stamp(
-    instrument,
-    filter_name,
-    canonical,
-    offset_y,
-    offset_x,
-    stamp,
-    pixel_scale,
-    oversample,
-    nlambda,
-    occulted,
-    options=NO_WFE,
-):
-    """stpsf detector-sampled PSF on a square stamp, mask centre at the stamp centre (cached)."""
+@contextlib.contextmanager
+def _quiet_stpsf():
     with quiet_pysiaf(), warnings.catch_warnings():
         # stpsf builds its NIRCam occulter with poppy's deprecated kind='nircamcircular'
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="poppy")
         warnings.filterwarnings("ignore", message=".*BandLimitedCoron.*")
+        # stpsf's rms-WFE header value on pupils without a pixel of exactly 1 (npix 256)
+        warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message="invalid value encountered",
+                                category=RuntimeWarning)
+        poppy_log = logging.getLogger("poppy")
+        level = poppy_log.level
+        poppy_log.setLevel(max(level, logging.WARNING))  # per-plane INFO chatter
+        try:
+            yield
+        finally:
+            poppy_log.setLevel(level)
+
+
+@functools.lru_cache(maxsize=8)
+def _stpsf_system(instrument, filter_name, canonical, stamp, pixel_scale, oversample, nlambda,
+                  occulted, options):
+    """stpsf optical system (built once per configuration), its wavelengths and weights.
+
+    The system is propagated directly (``OpticalSystem.calc_psf``) rather than through
+    ``NIRCam.calc_psf``: same optics, no distortion, no jitter, no FITS header bookkeeping (which
+    fails on non-1024 pupils), and the system is reused for every offset.
+    """
+    with _quiet_stpsf():
         import stpsf
 
         inst = stpsf.NIRCam() if instrument == "NIRCAM" else stpsf.MIRI()
@@ -213,12 +223,29 @@ def _stpsf_stamp(
         inst.image_mask = canonical if occulted else None
         inst.pupil_mask = "MASKRND" if instrument == "NIRCAM" else "MASKFQPM"
         inst.pixelscale = pixel_scale
-        inst.options["source_offset_x"] = offset_x
-        inst.options["source_offset_y"] = offset_y
-        hdul = inst.calc_psf(
-            nlambda=nlambda, fov_pixels=stamp, oversample=oversample, add_distortion=False
-        )
-        data = np.asarray(hdul["DET_SAMP"].data, dtype=np.float64)
+        osys = inst.get_optical_system(fft_oversample=oversample, detector_oversample=oversample,
+                                       fov_pixels=stamp)
+        wavelengths, weights = inst._get_weights(source=None, nlambda=nlambda)
+    return osys, wavelengths, weights
+
+
+@functools.lru_cache(maxsize=32)
+def _stpsf_stamp(instrument, filter_name, canonical, offset_y, offset_x, stamp, pixel_scale,
+                 oversample, nlambda, occulted, options=NO_WFE):
+    """stpsf detector-sampled PSF on a square stamp, mask centre at the stamp centre (cached).
+
+    The source is at (offset_y, offset_x) arcsec from stpsf's optical axis (the occulter
+    centre), along the detector axes, as stpsf's ``source_offset_y/x`` options place it.
+    """
+    osys, wavelengths, weights = _stpsf_system(instrument, filter_name, canonical, stamp,
+                                               pixel_scale, oversample, nlambda, occulted,
+                                               options)
+    with _quiet_stpsf():
+        osys.source_offset_r = math.hypot(offset_y, offset_x)
+        osys.source_offset_theta = math.degrees(math.atan2(-offset_x, offset_y))
+        hdul = osys.calc_psf(wavelength=wavelengths, weight=weights, normalize="first")
+    data = np.asarray(hdul[0].data, dtype=np.float64)
+    data = data.reshape(stamp, oversample, stamp, oversample).sum(axis=(1, 3))
     data.flags.writeable = False
     return data
 
@@ -239,17 +266,43 @@ def _pupilopd(inst, options):
     if key not in _WSS_CACHE:
         # stpsf's own import: interpolation to the pupil grid, microns -> metres, and the
         # instrument + OTE field-dependent wavefront at the sensing field point backed out.
+        # stpsf's load_wss_opd works on its 1024 grid (other grids fail inside it): import
+        # there, then average onto the model's grid (pupil-weighted blocks).
+        import stpsf
         from stpsf.utils import get_target_phase_map_filename
 
+        loader = stpsf.NIRCam()
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
             try:
                 apername = fits.getval(spec.path, "APERNAME")
                 exact = Path(get_target_phase_map_filename(apername)).is_file()
             except (ValueError, KeyError, OSError):
                 exact = False
-            inst.load_wss_opd(spec.path, verbose=False, use_exact_wss_target_phase=exact)
-        _WSS_CACHE[key] = inst.pupilopd
+            loader.load_wss_opd(spec.path, verbose=False, use_exact_wss_target_phase=exact)
+        hdul = loader.pupilopd
+        if options.pupil_npix != 1024:
+            hdul = _rebin_opd(hdul, options.pupil_npix)
+        _WSS_CACHE[key] = hdul
     return _WSS_CACHE[key]
+
+
+def _rebin_opd(hdul, npix):
+    """Average a 1024-grid OPD HDUList onto an ``npix`` grid (pupil-weighted blocks)."""
+    factor = 1024 // int(npix)
+    if factor * int(npix) != 1024:
+        raise ValueError(f"a wavefront-sensing OPD needs pupil_npix dividing 1024, got {npix}")
+    with fits.open(pupil_file(stpsf_data_path(), 1024)) as pupil_hdul:
+        weight = np.asarray(pupil_hdul[0].data, float)
+    opd = np.asarray(hdul[0].data, float)
+
+    def blocks(a):
+        return a.reshape(npix, factor, npix, factor).sum(axis=(1, 3))
+
+    total = blocks(weight)
+    small = np.divide(blocks(opd * weight), total, out=np.zeros((npix, npix)), where=total > 0)
+    header = hdul[0].header.copy()
+    header["PUPLSCAL"] = float(header.get("PUPLSCAL", 6.603464 / 1024)) * factor
+    return fits.HDUList([fits.PrimaryHDU(small, header=header)])
 
 
 def psf_frame(
