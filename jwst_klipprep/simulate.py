@@ -60,7 +60,15 @@ from stdatamodels.jwst.datamodels import dqflags
 from stdatamodels.validate import ValidationWarning
 
 from jwst_klipprep.psf import builtin
-from jwst_klipprep.psf.models import psf_frame, quiet_pysiaf, resolve_backend, stpsf_data_path
+from jwst_klipprep.psf.models import (
+    StpsfOptions,
+    psf_frame,
+    quiet_pysiaf,
+    resolve_backend,
+    si_wfe_available,
+    stpsf_data_path,
+)
+from jwst_klipprep.psf.opd import read_opd
 
 __all__ = ["SimulatedDataset", "simulate_dataset", "stpsf_data_path", "SETUPS"]
 
@@ -778,12 +786,13 @@ def _truth_exposure(exp, record, *, nints, tint, flux, contrast, setup):
 
 def _truth(*, seed, inst, setup, spec, pixel_scale, mask_yx, crpix, v3yangle, backend,
            psf_nlambda, psf_oversample, companion, flux_sci, reference_flux_ratio, peak_snr,
-           defects, exposures):  # fmt: skip
-    fidelity = (
-        builtin.FIDELITY_NOTE
-        if backend == "builtin"
-        else "stpsf with pupilopd=None, include_si_wfe=False, add_distortion=False"
-    )
+           defects, exposures, options=None):  # fmt: skip
+    if backend == "builtin":
+        fidelity = builtin.FIDELITY_NOTE
+    else:
+        opd = "None" if options.opd is None else repr(options.opd.record()["file"])
+        fidelity = (f"stpsf with pupilopd={opd}, include_si_wfe={options.si_wfe}, "
+                    f"pupil npix {options.pupil_npix}, add_distortion=False, no jitter")
     return {
         "generator": "jwst_klipprep.simulate.simulate_dataset",
         "seed": int(seed),
@@ -808,6 +817,9 @@ def _truth(*, seed, inst, setup, spec, pixel_scale, mask_yx, crpix, v3yangle, ba
             "nlambda": int(psf_nlambda),
             "oversample": int(psf_oversample),
             "fidelity": fidelity,
+            "opd": None if options is None or options.opd is None else options.opd.record(),
+            "si_wfe": None if options is None else bool(options.si_wfe),
+            "pupil_npix": None if options is None else int(options.pupil_npix),
         },  # fmt: skip
         "companion": {
             "separation_arcsec": companion[0],
@@ -877,6 +889,10 @@ def simulate_dataset(
     psf_nlambda=3,
     psf_oversample=2,
     program="09999",
+    opd=None,
+    opd_slice=None,
+    si_wfe=True,
+    pupil_npix=None,
 ):
     """Write a synthetic coronagraphic dataset (calints files, ASN, truth) to ``outdir``.
 
@@ -920,6 +936,16 @@ def simulate_dataset(
         PSF wavelength sampling and detector oversampling.
     program : str
         Five-digit program number used in file names and headers.
+    opd : str or path-like, optional
+        stpsf only: telescope wavefront (OPD) file in a form of `jwst_klipprep.psf.opd`
+        (2-D FITS in metres on the pupil grid, a cube with ``opd_slice``, a MAST
+        wavefront-sensing file): the data get a known wavefront. None: no telescope wavefront.
+    opd_slice : int, optional
+        Slice of an OPD cube.
+    si_wfe : bool
+        stpsf only: include the instrument wavefront (when the stpsf data have it).
+    pupil_npix : int, optional
+        stpsf pupil grid; default the OPD's grid, else 1024.
 
     Returns
     -------
@@ -951,6 +977,16 @@ def simulate_dataset(
     program = f"{int(program):05d}"
     setup = SETUPS[(inst, spec.name)]
     backend = resolve_backend(psf_backend)
+    options = None
+    if backend == "stpsf":
+        opd_spec = None if opd is None else read_opd(opd, npix=pupil_npix, slice=opd_slice)
+        options = StpsfOptions(
+            opd=opd_spec, si_wfe=bool(si_wfe) and si_wfe_available(),
+            pupil_npix=opd_spec.npix if opd_spec is not None else int(pupil_npix or 1024),
+        )  # fmt: skip
+    elif opd is not None:
+        raise ValueError(f"opd={opd!r} needs psf_backend='stpsf' (the {backend} optics have no "
+                         "wavefront input)")
     filter_name = setup["filter"]
     shape = setup["shape"]
     pixel_scale = builtin.default_pixel_scale(inst, filter=filter_name)
@@ -979,7 +1015,7 @@ def simulate_dataset(
     t_psf = time.perf_counter()
     psf_kw = dict(instrument=inst, filter_name=filter_name, canonical=spec.name, shape=shape,
                   center_yx=mask_yx, pixel_scale=pixel_scale, nlambda=int(psf_nlambda),
-                  oversample=int(psf_oversample))  # fmt: skip
+                  oversample=int(psf_oversample), options=options)  # fmt: skip
     for e in plan:
         e["psf"] = e["companion_psf"] = None
         if e["star_offset_yx_arcsec"] is not None:
@@ -1026,7 +1062,7 @@ def simulate_dataset(
         crpix=(xref, yref), v3yangle=v3yangle, backend=backend, psf_nlambda=psf_nlambda,
         psf_oversample=psf_oversample, companion=companion, flux_sci=flux_sci,
         reference_flux_ratio=reference_flux_ratio, peak_snr=peak_snr, defects=detector["truth"],
-        exposures=truth_exposures,
+        exposures=truth_exposures, options=options,
     )  # fmt: skip
     truth_path = outdir / "truth.json"
     truth_path.write_text(json.dumps(truth, indent=1) + "\n")

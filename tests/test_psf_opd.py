@@ -141,3 +141,32 @@ def test_each_opd_form_through_the_step(form, tmp_path, monkeypatch):
         blind = RecenterFramesStep.call(model, **pars)
         off = blind.meta.instance["klipprep"]["recenter_frames"]["star_offset_yx"]
         assert np.hypot(*np.subtract(off, OFFSET_YX)) * PIXEL * 1000 > 3.0  # mas
+
+
+@needs_stpsf
+def test_simulate_opd_errors(tmp_path, monkeypatch, capsys):
+    from jwst_klipprep.cli import main
+    from jwst_klipprep.simulate import simulate_dataset
+
+    monkeypatch.setenv("STPSF_PATH", str(_MINI))
+    with pytest.raises(ValueError, match="needs psf_backend='stpsf'"):
+        simulate_dataset(tmp_path / "a", psf_backend="builtin", opd=str(tmp_path / "x.fits"))
+    assert main(["simulate", str(tmp_path / "b"), "--opd", str(tmp_path / "x.fits")]) == 2
+    assert "x.fits: OPD file not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@needs_stpsf
+def test_simulate_with_a_known_wavefront(tmp_path, monkeypatch):
+    from jwst_klipprep.simulate import simulate_dataset
+
+    monkeypatch.setenv("STPSF_PATH", str(_MINI))
+    path = tmp_path / "opd.fits"
+    make_test_opd(path, rms_nm=60.0, seed=5, npix=NPIX, data_path=_MINI)
+    kw = dict(nints=1, n_reference=1, n_science_rolls=1, with_background=False,
+              psf_nlambda=1, psf_oversample=1, cosmic_rays_per_integration=0)
+    sim = simulate_dataset(tmp_path / "sim", psf_backend="stpsf", opd=str(path), **kw)
+    psf = sim.truth["psf"]
+    assert psf["opd"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert psf["pupil_npix"] == NPIX and psf["si_wfe"] is True
+    assert "opd.fits" in psf["fidelity"]

@@ -107,16 +107,17 @@ def _rms_nm(opd, scale):
     return float(np.std(opd[inside]) * scale * 1e9)
 
 
-def read_opd(path, *, npix=1024, slice=None):  # noqa: A002 (stpsf's word for a cube index)
+def read_opd(path, *, npix=None, slice=None):  # noqa: A002 (stpsf's word for a cube index)
     """Check an OPD file and describe it (no stpsf import).
 
     Parameters
     ----------
     path : str or path-like
         The OPD file, in one of the forms of this module's docstring.
-    npix : int, optional
+    npix : int or None, optional
         stpsf pupil grid the model uses (``jwst_pupil_RevW_npix<npix>``); a ``fits``/``cube``
-        map must be on it, a ``wss`` map is interpolated onto it.
+        map must be on it, a ``wss`` map is interpolated onto it. None: the map's own grid
+        (``fits``/``cube``), 1024 for ``wss``.
     slice : int or None, optional
         Slice of a cube; required when the file is a cube with more than one slice, an error
         for the other forms (except 0 for a single map, accepted).
@@ -164,6 +165,7 @@ def read_opd(path, *, npix=1024, slice=None):  # noqa: A002 (stpsf's word for a 
             raise OpdError(f"{name}: opd_slice={slice} given for a single OPD map")
         scale, index = 1e-6, None  # WSS products are in microns
         chosen = data
+        npix = 1024 if npix is None else npix
     else:
         unit = str(header.get("BUNIT", "meter")).strip().lower()
         if unit not in ("m", "meter", "meters", "metre", "metres"):
@@ -183,6 +185,8 @@ def read_opd(path, *, npix=1024, slice=None):  # noqa: A002 (stpsf's word for a 
             if slice not in (None, 0):
                 raise OpdError(f"{name}: opd_slice={slice} given for a single OPD map")
             index, chosen = None, data
+        if npix is None:
+            npix = chosen.shape[0]
         if chosen.shape != (npix, npix):
             raise OpdError(
                 f"{name}: OPD grid {chosen.shape[1]} x {chosen.shape[0]} does not match the stpsf "

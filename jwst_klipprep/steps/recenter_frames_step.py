@@ -64,7 +64,7 @@ class RecenterFramesStep(KlipPrepStep):
         opd = string(default=None)  # stpsf: telescope wavefront (OPD) file: 2-D FITS in metres on the pupil grid, an OPD cube (with opd_slice), or a MAST wavefront-sensing OPD file; 'auto' = the measured OPD nearest each exposure's date from MAST (network)
         opd_slice = integer(default=None, min=0)  # Slice of an OPD cube
         si_wfe = boolean(default=True)  # stpsf: include the instrument wavefront (when the stpsf data have it); defines the star position convention
-        pupil_npix = integer(default=1024, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster)
+        pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 1024
     """  # noqa: E501
 
     def process(self, step_input):
@@ -81,17 +81,18 @@ class RecenterFramesStep(KlipPrepStep):
             )
         if self._backend == "stpsf":
             try:
-                pupil_file(stpsf_data_path(), self.pupil_npix)
                 opd = None
                 if self.opd and str(self.opd).lower() != "auto":
                     opd = read_opd(self.opd, npix=self.pupil_npix, slice=self.opd_slice)
+                npix = opd.npix if opd is not None else int(self.pupil_npix or 1024)
+                pupil_file(stpsf_data_path(), npix)
             except OpdError as exc:
                 raise InputError(f"recenter_frames: {exc}") from None
             si_wfe = bool(self.si_wfe) and si_wfe_available()
             if self.si_wfe and not si_wfe:
                 log.warning("recenter_frames: the stpsf data have no instrument wavefront tables "
                             "(si_zernikes_coron_wfe.fits): modelled without it")
-            self._options = StpsfOptions(opd=opd, si_wfe=si_wfe, pupil_npix=self.pupil_npix)
+            self._options = StpsfOptions(opd=opd, si_wfe=si_wfe, pupil_npix=npix)
         if self._backend == "stpsf":
             self._version, self._fidelity = stpsf_version(), ""
         elif self._backend == "file":
@@ -204,7 +205,7 @@ class RecenterFramesStep(KlipPrepStep):
         if date not in self._opd_specs:
             try:
                 path = fetch_opd_for_date(str(date))
-                self._opd_specs[date] = read_opd(path, npix=self.pupil_npix)
+                self._opd_specs[date] = read_opd(path, npix=self._options.pupil_npix)
             except OpdError as exc:
                 raise InputError(f"{model.meta.filename}: {exc}") from None
         return StpsfOptions(opd=self._opd_specs[date], si_wfe=self._options.si_wfe,
