@@ -36,6 +36,7 @@ from jwst_klipprep.psf.opd import OpdSpec, pupil_file
 __all__ = [
     "BACKENDS", "StpsfOptions", "file_psf_function", "place_stamp", "psf_frame", "psf_function",
     "quiet_pysiaf", "resolve_backend", "si_wfe_available", "stpsf_data_path", "stpsf_version",
+    "unocculted_stpsf_psf",
 ]
 
 #: Backend names a user may give (``auto`` resolves to ``stpsf`` or ``builtin``).
@@ -360,6 +361,20 @@ def psf_frame(
     occulted = _stpsf_stamp(*args, True, options)
     reference = _stpsf_stamp(*args[:3], 0.0, 0.0, *args[5:], False, options)
     return place_stamp(occulted / reference.sum(), center_yx, shape)
+
+
+def unocculted_stpsf_psf(*, instrument, filter_name, canonical, stamp, pixel_scale, nlambda,
+                         oversample, options):
+    """stpsf PSF of a source on the optical axis without the occulter (same pupil mask), on a
+    ``stamp`` x ``stamp`` grid whose array centre is stpsf's optical axis (read-only, cached).
+
+    With the instrument wavefront on, its image is displaced from the array centre: that
+    displacement (`si_image_shift`) separates the star position convention of this package
+    (stpsf source position) from the apparent image centre.
+    """
+    stamp = int(stamp) + int(stamp) % 2
+    return _stpsf_stamp(instrument, filter_name, canonical, 0.0, 0.0, stamp, pixel_scale,
+                        int(oversample), int(nlambda), False, options)
 
 
 def stpsf_version():

@@ -18,6 +18,7 @@ from jwst_klipprep._base import InputError, KlipPrepStep
 from jwst_klipprep._geometry import apply_shift, array_center_yx, set_pending_shift
 from jwst_klipprep._transmission import transmission_map
 from jwst_klipprep.algorithms.centering import extract_stamp, measure_star_offset
+from jwst_klipprep.algorithms.registration import measure_shift
 from jwst_klipprep.psf import builtin
 from jwst_klipprep.psf.models import (
     StpsfOptions,
@@ -25,6 +26,7 @@ from jwst_klipprep.psf.models import (
     si_wfe_available,
     stpsf_data_path,
     stpsf_version,
+    unocculted_stpsf_psf,
 )
 from jwst_klipprep.psf.opd import OpdError, fetch_opd_for_date, pupil_file, read_opd
 from jwst_klipprep.psf.stamps import make_model_callable
@@ -159,6 +161,7 @@ class RecenterFramesStep(KlipPrepStep):
             pupil_npix=None if options is None else int(options.pupil_npix),
             star_position_convention=STAR_CONVENTION[self._backend].format(
                 si="on" if options is not None and options.si_wfe else "off"),
+            si_image_shift_yx=self._si_image_shift(model, options),
         )
         scale = builtin.default_pixel_scale("NIRCAM", filter=model.meta.instrument.filter)
         set_fits_keyword(model, "STAROFFX", float(fit.combined_yx[1]),
@@ -193,6 +196,32 @@ class RecenterFramesStep(KlipPrepStep):
         if self.weighting == "transmission2":
             t = t**2
         return extract_stamp(t, mask_yx, half, fill=0.0)[0]
+
+    def _si_image_shift(self, model, options):
+        """Where the stpsf image of an on-axis source lies relative to stpsf's optical axis (px).
+
+        Apparent image centre = recorded star position + this. None without the stpsf model or
+        without the instrument wavefront (then 0 by symmetry).
+        """
+        if options is None or not options.si_wfe:
+            return None
+        inst = model.meta.instrument
+        key = (inst.filter, options)
+        cache = self.__dict__.setdefault("_si_shifts", {})
+        if key not in cache:
+            scale = builtin.default_pixel_scale(inst.name, filter=inst.filter)
+            canonical = builtin.resolve_coronagraph(inst.name, inst.coronagraph).name
+            kw = dict(instrument=inst.name, filter_name=inst.filter, canonical=canonical,
+                      stamp=64, pixel_scale=scale, nlambda=self.nlambda,
+                      oversample=self.oversample)
+            with_si = unocculted_stpsf_psf(options=options, **kw)
+            without = unocculted_stpsf_psf(
+                options=StpsfOptions(opd=options.opd, si_wfe=False,
+                                     pupil_npix=options.pupil_npix), **kw)
+            outside = np.hypot(*(np.indices(without.shape) - 31.5)) > 12  # fit the core
+            shift = measure_shift(without, with_si, bad=outside, guess_yx=(0.0, 0.0))
+            cache[key] = [float(v) for v in np.ravel(shift.shift_yx)[:2]]
+        return cache[key]
 
     def _model_options(self, model):
         """stpsf options for this exposure (None for other backends); resolves opd=auto."""
