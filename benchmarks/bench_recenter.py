@@ -593,6 +593,107 @@ def _around(function, guess_yx):
     return moved
 
 
+def _global_modes(npix):
+    """Global low-order OPD modes on the stpsf pupil (metres per unit coefficient = 1 nm rms):
+    focus, astigmatism x2, coma x2, trefoil x2 (unit rms inside the pupil, PTT-free)."""
+    from astropy.io import fits
+
+    from jwst_klipprep.psf.opd import _zernike_terms, pupil_file
+
+    with fits.open(pupil_file(os.environ["STPSF_PATH"], npix)) as hdul:
+        inside = np.asarray(hdul[0].data, float) > 0.5
+    yy, xx = np.indices(inside.shape) - (npix - 1) / 2.0
+    radius = max(np.abs(xx[inside]).max(), np.abs(yy[inside]).max())
+    x, y = xx / radius, yy / radius
+    design = np.stack([np.ones(inside.sum()), x[inside], y[inside]], axis=1)
+    modes = []
+    for term in _zernike_terms(x, y):
+        t = np.where(inside, term, 0.0)
+        t[inside] -= design @ np.linalg.lstsq(design, t[inside], rcond=None)[0]
+        t[inside] /= np.std(t[inside])
+        modes.append(t * 1e-9)
+    return np.array(modes), inside
+
+
+def visit_fit(frames, offsets0, *, modes, tmp, iterations=3, step_nm=5.0, radius=20.0,
+              nlambda=3):
+    """Joint Gauss-Newton fit of shared wavefront mode coefficients (nm) and per-exposure star
+    offsets (px) and scales, over all exposures of a visit, with stpsf forward models.
+
+    frames: list of (data (nints, ny, nx), err); offsets0: starting offsets (px, (n, 2)).
+    Returns (offsets (n, 2), offset errors (n, 2), coefficients (K,), their errors, chi2_red).
+    Uncertainties: Gauss-Newton covariance scaled by chi2_red (all parameters jointly).
+    """
+    from astropy.io import fits
+
+    from jwst_klipprep.psf.models import StpsfOptions
+    from jwst_klipprep.psf.opd import read_opd
+
+    k_modes = len(modes)
+    n_exp = len(frames)
+    coeffs = np.zeros(k_modes)
+    offsets = np.array(offsets0, float)
+    yy, xx = np.indices((FOV, FOV)) - CENTER
+    region = np.hypot(yy, xx) <= radius
+    data = [np.nanmean(d, axis=0)[region] for d, _ in frames]
+    ivar = [(len(d) / np.nanmean(e**2, axis=0))[region] for d, e in frames]
+    counter = [0]
+
+    def model_fn(c):
+        counter[0] += 1
+        path = Path(tmp) / f"visit_opd_{counter[0]}.fits"
+        opd = np.tensordot(c, modes, axes=1)
+        hdu = fits.PrimaryHDU(opd)
+        hdu.header["BUNIT"] = "meter"
+        hdu.writeto(path, overwrite=True)
+        spec = read_opd(path, npix=modes.shape[-1])
+        return _package_function(StpsfOptions(opd=spec, si_wfe=True, pupil_npix=spec.npix),
+                                 nlambda=nlambda)
+
+    d_off = 0.05  # px
+    scales = np.ones(n_exp)
+    for _ in range(iterations + 1):
+        base_fn = model_fn(coeffs)
+        mode_fns = [model_fn(coeffs + step_nm * np.eye(k_modes)[k]) for k in range(k_modes)]
+        n_par = k_modes + 3 * n_exp
+        rows, rhs, weights = [], [], []
+        chi2, npix_used = 0.0, 0
+        for e in range(n_exp):
+            m0 = base_fn(offsets[e])[0][region]
+            my = base_fn(offsets[e] + [d_off, 0.0])[0][region]
+            mx = base_fn(offsets[e] + [0.0, d_off])[0][region]
+            mk = [fn(offsets[e])[0][region] for fn in mode_fns]
+            # best scale for the current model
+            scales[e] = np.sum(ivar[e] * data[e] * m0) / np.sum(ivar[e] * m0 * m0)
+            resid = data[e] - scales[e] * m0
+            jac = np.zeros((m0.size, n_par))
+            for k in range(k_modes):
+                jac[:, k] = scales[e] * (mk[k] - m0) / step_nm
+            col = k_modes + 3 * e
+            jac[:, col] = scales[e] * (my - m0) / d_off
+            jac[:, col + 1] = scales[e] * (mx - m0) / d_off
+            jac[:, col + 2] = m0
+            rows.append(jac)
+            rhs.append(resid)
+            weights.append(ivar[e])
+            chi2 += float(np.sum(ivar[e] * resid**2))
+            npix_used += m0.size
+        jac = np.concatenate(rows)
+        resid = np.concatenate(rhs)
+        w = np.concatenate(weights)
+        normal = jac.T @ (jac * w[:, None])
+        delta = np.linalg.solve(normal, jac.T @ (w * resid))
+        chi2_red = chi2 / max(npix_used - n_par, 1)
+        cov = np.linalg.inv(normal) * max(chi2_red, 1.0)
+        if _ == iterations:
+            break  # last pass: the covariance at the final estimate
+        coeffs = coeffs + delta[:k_modes]
+        offsets = offsets + delta[k_modes:].reshape(n_exp, 3)[:, :2]
+    err = np.sqrt(np.diag(cov))
+    off_err = err[k_modes:].reshape(n_exp, 3)[:, :2]
+    return offsets, off_err, coeffs, err[:k_modes], chi2_red
+
+
 def run_issue9(args):
     """The issue-9 target table, with recenter_frames' own stpsf model (`psf_frame`)."""
     from jwst_klipprep.psf.models import StpsfOptions
@@ -653,6 +754,36 @@ def run_issue9(args):
               f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | {sigma:.3f} | "
               f"{secs:.1f} |", flush=True)
 
+    # visit-level fit: the frames of the "no OPD" case, wavefront modes shared by all of them
+    if args.visit_fit:
+        modes, _ = _global_modes(ISSUE9_NPIX)
+        t0 = time.perf_counter()
+        vis = [frames[(with_opd, k)] for k in range(len(offsets))]
+        est0 = results[cases[4][0]]["est"]
+        v_off, v_err, v_coef, v_cerr, v_chi2 = visit_fit(vis, est0, modes=modes, tmp=tmp,
+                                                         iterations=args.visit_iterations)
+        secs = (time.perf_counter() - t0) / len(offsets)
+        diff = (v_off - offsets) * PIXEL_SCALE * MAS
+        rad = np.hypot(*diff.T)
+        spread = float(np.sqrt(np.mean(np.sum((diff - diff.mean(axis=0)) ** 2, axis=1))))
+        sig = v_err * PIXEL_SCALE * MAS
+        cover = float(np.sqrt(np.mean((diff / sig) ** 2)))
+        print(f"| {args.wfe_nm:g} nm OTE WFE, no OPD, visit fit ({len(modes)} global modes "
+              f"shared, {args.visit_iterations} Gauss-Newton steps) | {len(rad)} | "
+              f"{np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | ({diff[:, 0].mean():+.2f}, "
+              f"{diff[:, 1].mean():+.2f}) | {np.median(sig):.3f} (error/sigma rms {cover:.1f}) | "
+              f"{secs:.1f} |", flush=True)
+        from astropy.io import fits as _fits
+
+        true_map = _fits.getdata(opd_now)
+        inside = np.any(modes != 0, axis=0)
+        true_c = [float(np.sum(true_map[inside] * m[inside]) / np.sum(m[inside] ** 2))
+                  for m in modes]
+        print(f"  fitted modes (nm rms each; focus, astig x2, coma x2, trefoil x2): "
+              f"{np.array2string(v_coef, precision=1)} +- {np.array2string(v_cerr, precision=1)}"
+              f"; projection of the true map: {np.array2string(np.array(true_c), precision=1)}; "
+              f"chi2_red {v_chi2:.1f}")
+
     # companion: same frames + an off-axis companion, fitted with stpsf at default options
     # (instrument wavefront on; the occulter is in the model, as KLIP-FM codes do for JWST)
     sep_yx = np.array([0.62, -0.55]) / PIXEL_SCALE  # px, 0.83 arcsec
@@ -703,6 +834,10 @@ def main(argv=None):
     parser.add_argument("--no-cache", action="store_true", help="recompute every stpsf PSF")
     parser.add_argument("--no-real", action="store_true", help="skip the real frames")
     parser.add_argument("-v", "--verbose", action="store_true", help="progress log")
+    parser.add_argument("--visit-fit", action="store_true",
+                        help="--issue9: add the visit-level wavefront-mode fit row (slow)")
+    parser.add_argument("--visit-iterations", type=int, default=3,
+                        help="Gauss-Newton steps of the visit fit (default 3)")
     parser.add_argument("--issue9", action="store_true",
                         help="only the issue-9 table (recenter_frames' stpsf model, OPD input, "
                         "companion separation); --offsets default 6, --wfe-nm default 60")

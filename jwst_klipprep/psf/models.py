@@ -203,7 +203,7 @@ def _quiet_stpsf():
             poppy_log.setLevel(level)
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=16)
 def _stpsf_system(instrument, filter_name, canonical, stamp, pixel_scale, oversample, nlambda,
                   occulted, options):
     """stpsf optical system (built once per configuration), its wavelengths and weights.
@@ -230,7 +230,7 @@ def _stpsf_system(instrument, filter_name, canonical, stamp, pixel_scale, oversa
     return osys, wavelengths, weights
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=128)
 def _stpsf_stamp(instrument, filter_name, canonical, offset_y, offset_x, stamp, pixel_scale,
                  oversample, nlambda, occulted, options=NO_WFE):
     """stpsf detector-sampled PSF on a square stamp, mask centre at the stamp centre (cached).
