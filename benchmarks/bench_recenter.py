@@ -616,13 +616,14 @@ def _global_modes(npix):
 
 
 def visit_fit(frames, offsets0, *, modes, tmp, iterations=3, step_nm=5.0, radius=20.0,
-              nlambda=3):
+              nlambda=3, prior_nm=None):
     """Joint Gauss-Newton fit of shared wavefront mode coefficients (nm) and per-exposure star
     offsets (px) and scales, over all exposures of a visit, with stpsf forward models.
 
     frames: list of (data (nints, ny, nx), err); offsets0: starting offsets (px, (n, 2)).
     Returns (offsets (n, 2), offset errors (n, 2), coefficients (K,), their errors, chi2_red).
     Uncertainties: Gauss-Newton covariance scaled by chi2_red (all parameters jointly).
+    ``prior_nm``: optional Gaussian prior (nm rms) on each mode coefficient, centred on 0.
     """
     from astropy.io import fits
 
@@ -681,9 +682,16 @@ def visit_fit(frames, offsets0, *, modes, tmp, iterations=3, step_nm=5.0, radius
         jac = np.concatenate(rows)
         resid = np.concatenate(rhs)
         w = np.concatenate(weights)
-        normal = jac.T @ (jac * w[:, None])
-        delta = np.linalg.solve(normal, jac.T @ (w * resid))
         chi2_red = chi2 / max(npix_used - n_par, 1)
+        normal = jac.T @ (jac * w[:, None])
+        gradient = jac.T @ (w * resid)
+        if prior_nm:
+            # prior in units of the chi2-scaled data weights, so it keeps its meaning when the
+            # model error dominates the noise
+            penalty = max(chi2_red, 1.0) / prior_nm**2
+            normal[np.arange(k_modes), np.arange(k_modes)] += penalty
+            gradient[:k_modes] -= penalty * coeffs
+        delta = np.linalg.solve(normal, gradient)
         cov = np.linalg.inv(normal) * max(chi2_red, 1.0)
         if _ == iterations:
             break  # last pass: the covariance at the final estimate
@@ -761,15 +769,17 @@ def run_issue9(args):
         vis = [frames[(with_opd, k)] for k in range(len(offsets))]
         est0 = results[cases[4][0]]["est"]
         v_off, v_err, v_coef, v_cerr, v_chi2 = visit_fit(vis, est0, modes=modes, tmp=tmp,
-                                                         iterations=args.visit_iterations)
+                                                         iterations=args.visit_iterations,
+                                                         prior_nm=args.visit_prior_nm)
         secs = (time.perf_counter() - t0) / len(offsets)
         diff = (v_off - offsets) * PIXEL_SCALE * MAS
         rad = np.hypot(*diff.T)
         spread = float(np.sqrt(np.mean(np.sum((diff - diff.mean(axis=0)) ** 2, axis=1))))
         sig = v_err * PIXEL_SCALE * MAS
         cover = float(np.sqrt(np.mean((diff / sig) ** 2)))
+        prior = f", prior {args.visit_prior_nm:g} nm" if args.visit_prior_nm else ""
         print(f"| {args.wfe_nm:g} nm OTE WFE, no OPD, visit fit ({len(modes)} global modes "
-              f"shared, {args.visit_iterations} Gauss-Newton steps) | {len(rad)} | "
+              f"shared{prior}, {args.visit_iterations} Gauss-Newton steps) | {len(rad)} | "
               f"{np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | ({diff[:, 0].mean():+.2f}, "
               f"{diff[:, 1].mean():+.2f}) | {np.median(sig):.3f} (error/sigma rms {cover:.1f}) | "
               f"{secs:.1f} |", flush=True)
@@ -838,6 +848,8 @@ def main(argv=None):
                         help="--issue9: add the visit-level wavefront-mode fit row (slow)")
     parser.add_argument("--visit-iterations", type=int, default=3,
                         help="Gauss-Newton steps of the visit fit (default 3)")
+    parser.add_argument("--visit-prior-nm", type=float, default=None,
+                        help="Gaussian prior (nm rms) on each visit-fit mode (default none)")
     parser.add_argument("--issue9", action="store_true",
                         help="only the issue-9 table (recenter_frames' stpsf model, OPD input, "
                         "companion separation); --offsets default 6, --wfe-nm default 60")
