@@ -181,10 +181,11 @@ class RecenterFramesStep(KlipPrepStep):
         set_status(model, self.class_alias)
         log.info(
             "recenter_frames: %s: star - mask centre (dy, dx) = (%+.4f, %+.4f) +- (%.4f, %.4f) px"
-            " = (%+.1f, %+.1f) mas [%s model]; shift to the array centre (%+.3f, %+.3f) px %s",
+            " = (%+.1f, %+.1f) mas [%s model%s]; shift to the array centre (%+.3f, %+.3f) px %s",
             name, *fit.combined_yx, *fit.combined_err_yx, *(np.multiply(fit.combined_yx,
                                                                          1000 * scale)),
-            self._backend, *shift, "applied" if self.apply else "recorded for the pipeline",
+            self._backend, _optics_note(options), *shift,
+            "applied" if self.apply else "recorded for the pipeline",
         )
 
     def _weights(self, model, shape, mask_yx, half):
@@ -256,3 +257,11 @@ class RecenterFramesStep(KlipPrepStep):
             )
         except ValueError as exc:
             raise InputError(f"recenter_frames: {exc}") from None
+
+
+def _optics_note(options):
+    """Short log text of the stpsf optics (empty for the other backends)."""
+    if options is None:
+        return ""
+    opd = "no OPD" if options.opd is None else f"OPD {options.opd.record()['file']}"
+    return f", instrument wavefront {'on' if options.si_wfe else 'off'}, {opd}"
