@@ -560,6 +560,268 @@ def run_real(args, cache):
 
 
 # --------------------------------------------------------------------------------------------
+# issue 9: the package's own stpsf backend (recenter_frames' code path), OPD input, convention
+
+ISSUE9_NPIX = 256
+ISSUE9_SNR = 400.0
+ISSUE9_NINTS = 3
+
+
+def _package_function(options, filter_name="F444W", nlambda=3, oversample=OVERSAMPLE):
+    """``f(offset_yx_px) -> (frame, seconds)``: `psf_frame` (stpsf) on the FOV stamp."""
+    from jwst_klipprep.psf.models import psf_frame
+
+    def function(offset_yx_px):
+        t0 = time.perf_counter()
+        frame = psf_frame("stpsf", instrument="NIRCAM", filter_name=filter_name,
+                          canonical="MASK335R", shape=(FOV, FOV), center_yx=(CENTER, CENTER),
+                          offset_yx_arcsec=(offset_yx_px[0] * PIXEL_SCALE,
+                                            offset_yx_px[1] * PIXEL_SCALE),
+                          pixel_scale=PIXEL_SCALE, nlambda=nlambda, oversample=oversample,
+                          options=options)
+        return np.asarray(frame), time.perf_counter() - t0
+
+    return function
+
+
+def _around(function, guess_yx):
+    """``function`` re-based on ``guess_yx`` (px): offsets relative to the guess."""
+
+    def moved(offset_yx_px):
+        return function((guess_yx[0] + offset_yx_px[0], guess_yx[1] + offset_yx_px[1]))
+
+    return moved
+
+
+def _global_modes(npix):
+    """Global low-order OPD modes on the stpsf pupil (metres per unit coefficient = 1 nm rms):
+    focus, astigmatism x2, coma x2, trefoil x2 (unit rms inside the pupil, PTT-free)."""
+    from astropy.io import fits
+
+    from jwst_klipprep.psf.opd import _zernike_terms, pupil_file
+
+    with fits.open(pupil_file(os.environ["STPSF_PATH"], npix)) as hdul:
+        inside = np.asarray(hdul[0].data, float) > 0.5
+    yy, xx = np.indices(inside.shape) - (npix - 1) / 2.0
+    radius = max(np.abs(xx[inside]).max(), np.abs(yy[inside]).max())
+    x, y = xx / radius, yy / radius
+    design = np.stack([np.ones(inside.sum()), x[inside], y[inside]], axis=1)
+    modes = []
+    for term in _zernike_terms(x, y):
+        t = np.where(inside, term, 0.0)
+        t[inside] -= design @ np.linalg.lstsq(design, t[inside], rcond=None)[0]
+        t[inside] /= np.std(t[inside])
+        modes.append(t * 1e-9)
+    return np.array(modes), inside
+
+
+def visit_fit(frames, offsets0, *, modes, tmp, iterations=3, step_nm=5.0, radius=20.0,
+              nlambda=3, prior_nm=None):
+    """Joint Gauss-Newton fit of shared wavefront mode coefficients (nm) and per-exposure star
+    offsets (px) and scales, over all exposures of a visit, with stpsf forward models.
+
+    frames: list of (data (nints, ny, nx), err); offsets0: starting offsets (px, (n, 2)).
+    Returns (offsets (n, 2), offset errors (n, 2), coefficients (K,), their errors, chi2_red).
+    Uncertainties: Gauss-Newton covariance scaled by chi2_red (all parameters jointly).
+    ``prior_nm``: optional Gaussian prior (nm rms) on each mode coefficient, centred on 0.
+    """
+    from astropy.io import fits
+
+    from jwst_klipprep.psf.models import StpsfOptions
+    from jwst_klipprep.psf.opd import read_opd
+
+    k_modes = len(modes)
+    n_exp = len(frames)
+    coeffs = np.zeros(k_modes)
+    offsets = np.array(offsets0, float)
+    yy, xx = np.indices((FOV, FOV)) - CENTER
+    region = np.hypot(yy, xx) <= radius
+    data = [np.nanmean(d, axis=0)[region] for d, _ in frames]
+    ivar = [(len(d) / np.nanmean(e**2, axis=0))[region] for d, e in frames]
+    counter = [0]
+
+    def model_fn(c):
+        counter[0] += 1
+        path = Path(tmp) / f"visit_opd_{counter[0]}.fits"
+        opd = np.tensordot(c, modes, axes=1)
+        hdu = fits.PrimaryHDU(opd)
+        hdu.header["BUNIT"] = "meter"
+        hdu.writeto(path, overwrite=True)
+        spec = read_opd(path, npix=modes.shape[-1])
+        return _package_function(StpsfOptions(opd=spec, si_wfe=True, pupil_npix=spec.npix),
+                                 nlambda=nlambda)
+
+    d_off = 0.05  # px
+    scales = np.ones(n_exp)
+    for _ in range(iterations + 1):
+        base_fn = model_fn(coeffs)
+        mode_fns = [model_fn(coeffs + step_nm * np.eye(k_modes)[k]) for k in range(k_modes)]
+        n_par = k_modes + 3 * n_exp
+        rows, rhs, weights = [], [], []
+        chi2, npix_used = 0.0, 0
+        for e in range(n_exp):
+            m0 = base_fn(offsets[e])[0][region]
+            my = base_fn(offsets[e] + [d_off, 0.0])[0][region]
+            mx = base_fn(offsets[e] + [0.0, d_off])[0][region]
+            mk = [fn(offsets[e])[0][region] for fn in mode_fns]
+            # best scale for the current model
+            scales[e] = np.sum(ivar[e] * data[e] * m0) / np.sum(ivar[e] * m0 * m0)
+            resid = data[e] - scales[e] * m0
+            jac = np.zeros((m0.size, n_par))
+            for k in range(k_modes):
+                jac[:, k] = scales[e] * (mk[k] - m0) / step_nm
+            col = k_modes + 3 * e
+            jac[:, col] = scales[e] * (my - m0) / d_off
+            jac[:, col + 1] = scales[e] * (mx - m0) / d_off
+            jac[:, col + 2] = m0
+            rows.append(jac)
+            rhs.append(resid)
+            weights.append(ivar[e])
+            chi2 += float(np.sum(ivar[e] * resid**2))
+            npix_used += m0.size
+        jac = np.concatenate(rows)
+        resid = np.concatenate(rhs)
+        w = np.concatenate(weights)
+        chi2_red = chi2 / max(npix_used - n_par, 1)
+        normal = jac.T @ (jac * w[:, None])
+        gradient = jac.T @ (w * resid)
+        if prior_nm:
+            # prior in units of the chi2-scaled data weights, so it keeps its meaning when the
+            # model error dominates the noise
+            penalty = max(chi2_red, 1.0) / prior_nm**2
+            normal[np.arange(k_modes), np.arange(k_modes)] += penalty
+            gradient[:k_modes] -= penalty * coeffs
+        delta = np.linalg.solve(normal, gradient)
+        cov = np.linalg.inv(normal) * max(chi2_red, 1.0)
+        if _ == iterations:
+            break  # last pass: the covariance at the final estimate
+        coeffs = coeffs + delta[:k_modes]
+        offsets = offsets + delta[k_modes:].reshape(n_exp, 3)[:, :2]
+    err = np.sqrt(np.diag(cov))
+    off_err = err[k_modes:].reshape(n_exp, 3)[:, :2]
+    return offsets, off_err, coeffs, err[:k_modes], chi2_red
+
+
+def run_issue9(args):
+    """The issue-9 target table, with recenter_frames' own stpsf model (`psf_frame`)."""
+    from jwst_klipprep.psf.models import StpsfOptions
+    from jwst_klipprep.psf.opd import make_test_opd, read_opd
+
+    rng = np.random.default_rng(args.seed)
+    tmp = Path(args.cache) / "issue9"
+    tmp.mkdir(parents=True, exist_ok=True)
+    opd_now = tmp / f"opd_{args.wfe_nm:g}nm.fits"
+    opd_old = tmp / f"opd_{args.wfe_nm:g}nm_older15.fits"
+    base = make_test_opd(opd_now, rms_nm=args.wfe_nm, seed=args.seed, npix=ISSUE9_NPIX)
+    make_test_opd(opd_old, base=base, drift_nm=15.0, seed=args.seed + 100, npix=ISSUE9_NPIX)
+    now, old = read_opd(opd_now), read_opd(opd_old)
+    exact = StpsfOptions(si_wfe=True, pupil_npix=ISSUE9_NPIX)
+    no_si = StpsfOptions(si_wfe=False, pupil_npix=ISSUE9_NPIX)
+    with_opd = StpsfOptions(opd=now, si_wfe=True, pupil_npix=ISSUE9_NPIX)
+    older = StpsfOptions(opd=old, si_wfe=True, pupil_npix=ISSUE9_NPIX)
+    print(f"# issue 9 table: F444W MASK335R, stpsf pupil {ISSUE9_NPIX} px, nlambda 3, "
+          f"oversample {OVERSAMPLE}, {args.offsets} offsets within +-30 mas, {ISSUE9_NINTS} "
+          f"integrations, peak S/N {ISSUE9_SNR:g}; OPD {now.rms_nm:.1f} nm rms "
+          f"(make_test_opd seed {args.seed}); the older OPD is it + a 15 nm rms drift "
+          f"({old.rms_nm:.1f} nm rms in all)")
+    cases = [
+        ("exact optics (SI WFE on, no OTE WFE)", exact, exact),
+        ("old convention: fitter without SI WFE", exact, no_si),
+        (f"{args.wfe_nm:g} nm OTE WFE, OPD given exactly", with_opd, with_opd),
+        (f"{args.wfe_nm:g} nm OTE WFE, OPD 15 nm rms older", with_opd, older),
+        (f"{args.wfe_nm:g} nm OTE WFE, no OPD (per-exposure fit)", with_opd, exact),
+    ]
+    offsets = rng.uniform(-30, 30, size=(args.offsets, 2)) / (PIXEL_SCALE * MAS)
+    snr_rng = np.random.default_rng(args.seed + 1)
+    frames = {}
+    print("\n| case | N | error median / max (mas) | spread of errors, rms about the mean "
+          "(mas) | mean error (dy, dx) mas | median sigma (mas) | s / exposure |")
+    print("|---|---|---|---|---|---|---|")
+    results = {}
+    for name, truth_opt, fit_opt in cases:
+        truth_fn = _package_function(truth_opt)
+        fit_fn = _package_function(fit_opt)
+        rows = []
+        for k, off in enumerate(offsets):
+            key = (truth_opt, k)
+            if key not in frames:
+                frames[key] = noisy_frames(truth_fn(off)[0], ISSUE9_SNR, snr_rng,
+                                           nints=ISSUE9_NINTS)
+            data, err = frames[key]
+            res, seconds = fit_forward(data, err, fit_fn, center=(CENTER, CENTER))
+            rows.append({"truth": off, "est": res.combined_yx, "err": res.combined_err_yx,
+                         "seconds": seconds})
+        est = np.array([r["est"] for r in rows])
+        diff = (est - offsets) * PIXEL_SCALE * MAS
+        rad = np.hypot(*diff.T)
+        spread = float(np.sqrt(np.mean(np.sum((diff - diff.mean(axis=0)) ** 2, axis=1))))
+        sigma = float(np.median([r["err"] for r in rows]) * PIXEL_SCALE * MAS)
+        secs = float(np.mean([r["seconds"] for r in rows]))
+        results[name] = {"est": est, "diff": diff}
+        print(f"| {name} | {len(rows)} | {np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | "
+              f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | {sigma:.3f} | "
+              f"{secs:.1f} |", flush=True)
+
+    # visit-level fit: the frames of the "no OPD" case, wavefront modes shared by all of them
+    if args.visit_fit:
+        modes, _ = _global_modes(ISSUE9_NPIX)
+        t0 = time.perf_counter()
+        vis = [frames[(with_opd, k)] for k in range(len(offsets))]
+        est0 = results[cases[4][0]]["est"]
+        v_off, v_err, v_coef, v_cerr, v_chi2 = visit_fit(vis, est0, modes=modes, tmp=tmp,
+                                                         iterations=args.visit_iterations,
+                                                         prior_nm=args.visit_prior_nm)
+        secs = (time.perf_counter() - t0) / len(offsets)
+        diff = (v_off - offsets) * PIXEL_SCALE * MAS
+        rad = np.hypot(*diff.T)
+        spread = float(np.sqrt(np.mean(np.sum((diff - diff.mean(axis=0)) ** 2, axis=1))))
+        sig = v_err * PIXEL_SCALE * MAS
+        cover = float(np.sqrt(np.mean((diff / sig) ** 2)))
+        prior = f", prior {args.visit_prior_nm:g} nm" if args.visit_prior_nm else ""
+        print(f"| {args.wfe_nm:g} nm OTE WFE, no OPD, visit fit ({len(modes)} global modes "
+              f"shared{prior}, {args.visit_iterations} Gauss-Newton steps) | {len(rad)} | "
+              f"{np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | ({diff[:, 0].mean():+.2f}, "
+              f"{diff[:, 1].mean():+.2f}) | {np.median(sig):.3f} (error/sigma rms {cover:.1f}) | "
+              f"{secs:.1f} |", flush=True)
+        from astropy.io import fits as _fits
+
+        true_map = _fits.getdata(opd_now)
+        inside = np.any(modes != 0, axis=0)
+        true_c = [float(np.sum(true_map[inside] * m[inside]) / np.sum(m[inside] ** 2))
+                  for m in modes]
+        print(f"  fitted modes (nm rms each; focus, astig x2, coma x2, trefoil x2): "
+              f"{np.array2string(v_coef, precision=1)} +- {np.array2string(v_cerr, precision=1)}"
+              f"; projection of the true map: {np.array2string(np.array(true_c), precision=1)}; "
+              f"chi2_red {v_chi2:.1f}")
+
+    # companion: same frames + an off-axis companion, fitted with stpsf at default options
+    # (instrument wavefront on; the occulter is in the model, as KLIP-FM codes do for JWST)
+    sep_yx = np.array([0.62, -0.55]) / PIXEL_SCALE  # px, 0.83 arcsec
+    truth_fn = _package_function(exact)
+    print(f"\nCompanion at (dy, dx) = ({sep_yx[0] * PIXEL_SCALE:+.2f}, "
+          f"{sep_yx[1] * PIXEL_SCALE:+.2f}) arcsec from the star, peak S/N 200, fitted with "
+          "stpsf (instrument wavefront on) within 6 px; separation = companion - recorded star:")
+    print("\n| star recorded with | N | separation error median / max (mas) | mean (dy, dx) mas |")
+    print("|---|---|---|---|")
+    comp = []
+    for off in offsets:
+        true_c = off + sep_yx
+        frame = truth_fn(true_c)[0]
+        data, err = noisy_frames(frame, 200.0, snr_rng, nints=ISSUE9_NINTS)
+        guess = np.round(true_c + snr_rng.normal(0, 0.3, 2), 1)
+        res, _ = fit_forward(data, err, _around(truth_fn, guess), radius=6.0,
+                             center=(CENTER + guess[0], CENTER + guess[1]))
+        comp.append(guess + res.combined_yx)
+    comp = np.array(comp)
+    for label, name in (("stpsf, instrument wavefront on (this convention)", cases[0][0]),
+                        ("model without instrument wavefront (before)", cases[1][0])):
+        sep = (comp - results[name]["est"] - sep_yx) * PIXEL_SCALE * MAS
+        rad = np.hypot(*sep.T)
+        print(f"| {label} | {len(rad)} | {np.median(rad):.2f} / {rad.max():.2f} | "
+              f"({sep[:, 0].mean():+.2f}, {sep[:, 1].mean():+.2f}) |")
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv=None):
@@ -582,7 +844,20 @@ def main(argv=None):
     parser.add_argument("--no-cache", action="store_true", help="recompute every stpsf PSF")
     parser.add_argument("--no-real", action="store_true", help="skip the real frames")
     parser.add_argument("-v", "--verbose", action="store_true", help="progress log")
+    parser.add_argument("--visit-fit", action="store_true",
+                        help="--issue9: add the visit-level wavefront-mode fit row (slow)")
+    parser.add_argument("--visit-iterations", type=int, default=3,
+                        help="Gauss-Newton steps of the visit fit (default 3)")
+    parser.add_argument("--visit-prior-nm", type=float, default=None,
+                        help="Gaussian prior (nm rms) on each visit-fit mode (default none)")
+    parser.add_argument("--issue9", action="store_true",
+                        help="only the issue-9 table (recenter_frames' stpsf model, OPD input, "
+                        "companion separation); --offsets default 6, --wfe-nm default 60")
     args = parser.parse_args(argv)
+    if args.issue9:
+        args.offsets = args.offsets or 6
+        if "--wfe-nm" not in (argv or __import__("sys").argv):
+            args.wfe_nm = 60.0
     args.offsets = args.offsets or (3 if args.quick else 6)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.variants = not args.quick
@@ -599,6 +874,11 @@ def main(argv=None):
         cache = Path(args.cache)
         cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.issue9:
+        run_issue9(args)
+        print(f"\n(total {time.perf_counter() - t0:.0f} s; s / exposure = model computation "
+              "+ fit, machine load included)")
+        return
     print(f"# bench_recenter ({'quick' if args.quick else 'full'}): stpsf "
           f"{_stpsf_version()}, data {Path(args.stpsf_path).name}, {args.offsets} offsets per "
           f"filter, {args.repeats} noise realisation(s) per offset in case 1, {NINTS} "

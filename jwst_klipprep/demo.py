@@ -111,8 +111,12 @@ def _report(models, truth):
     return out
 
 
-def run_demo(outdir="klipprep_demo", *, instrument="NIRCAM", nints=10, seed=0):
+def run_demo(outdir="klipprep_demo", *, instrument="NIRCAM", nints=10, seed=0, opd=None):
     """Simulate the default dataset into ``outdir``, run ``klipprep`` on it, print a report.
+
+    With ``opd`` (a telescope wavefront file, `jwst_klipprep.psf.opd`), the data are made with
+    stpsf and that wavefront (``$STPSF_PATH`` must hold stpsf data), and ``recenter_frames``
+    uses stpsf with the same OPD.
 
     Returns 0 on success (the CLI exit status).
     """
@@ -123,7 +127,9 @@ def run_demo(outdir="klipprep_demo", *, instrument="NIRCAM", nints=10, seed=0):
 
     outdir = Path(outdir)
     t0 = time.perf_counter()
-    sim = simulate_dataset(outdir / "input", instrument=instrument, nints=nints, seed=seed)
+    optics = {"psf_backend": "stpsf", "opd": str(opd)} if opd else {}
+    sim = simulate_dataset(outdir / "input", instrument=instrument, nints=nints, seed=seed,
+                           **optics)
     t_sim = time.perf_counter() - t0
     truth = sim.truth
     print(f"klipprep demo: simulated {len(truth['exposures'])} {instrument} exposures "
@@ -145,7 +151,9 @@ def run_demo(outdir="klipprep_demo", *, instrument="NIRCAM", nints=10, seed=0):
             output_dir=str(products_dir),
             # the dataset was made with the built-in optics: centre against the same model
             # (exact optics), so each exposure can be placed by its own centring measurement
-            steps={"pad_frames": {"npix": [20]}, "recenter_frames": {"psf_model": "builtin"},
+            steps={"pad_frames": {"npix": [20]},
+                   "recenter_frames": ({"psf_model": "stpsf", "opd": str(opd)} if opd
+                                       else {"psf_model": "builtin"}),
                    "align_frames": {"use_recenter": True}},
         )
         t_run = time.perf_counter() - t1

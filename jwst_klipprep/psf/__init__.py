@@ -1,4 +1,10 @@
-"""Coronagraphic PSF models: the built-in, data-free optics model (:mod:`.builtin`)."""
+"""Coronagraphic PSF models.
+
+:mod:`.instruments` (filter, occulter and pixel-scale tables, name resolution), :mod:`.builtin`
+(the data-free optics), :mod:`.models` (the one place where the backend is chosen: builtin,
+stpsf, file), :mod:`.opd` (telescope wavefront files), :mod:`.stamps` (model callables for the
+fit).
+"""
 
 from .builtin import (
     BACKEND_NAME,

@@ -4,8 +4,8 @@
 ``model(offset_yx_px) -> ndarray (ny, nx)`` (the star at mask centre + offset, in pixels, on the
 grid of the data stamp) so that the centring algorithm never sees the optics backend.
 `make_model_callable` builds that callable from a backend name of
-`jwst_klipprep.psf.models` (``"builtin"`` or ``"stpsf"``, via
-`~jwst_klipprep.psf.models.psf_frame`),
+`jwst_klipprep.psf.models` (``"builtin"``, ``"stpsf"`` or ``"file"``, via
+`~jwst_klipprep.psf.models.psf_function`, the one place where the backend is chosen),
 or wraps any function that computes a PSF from an offset in arcsec. Evaluations are cached by
 offset (rounded to 1e-6 px) so that repeated calls (e.g. the same pointing in several files)
 cost nothing; the returned arrays are read-only.
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .models import psf_frame
+from .models import psf_function
 
 __all__ = ["StampModel", "make_model_callable"]
 
@@ -78,15 +78,16 @@ class StampModel:
 
 
 def make_model_callable(backend, *, instrument, filter_name, coronagraph, shape, center_yx,
-                        pixel_scale, nlambda=3, oversample=2, cache_size=32):
+                        pixel_scale, nlambda=3, oversample=2, options=None, psf_file=None,
+                        cache_size=32):
     """Model-PSF callable for `~jwst_klipprep.algorithms.centering.measure_star_offset`.
 
     Parameters
     ----------
     backend : str or callable
-        ``"builtin"`` or ``"stpsf"`` (a resolved name of
+        ``"builtin"``, ``"stpsf"`` or ``"file"`` (a resolved name of
         `~jwst_klipprep.psf.models.resolve_backend`,
-        computed by `~jwst_klipprep.psf.models.psf_frame`), or a function
+        computed by `~jwst_klipprep.psf.models.psf_function`), or a function
         ``f(offset_yx_arcsec) -> ndarray (ny, nx)`` (e.g. a user FITS model interpolated on
         the stamp); then the optics arguments are not used.
     instrument, filter_name, coronagraph : str
@@ -100,6 +101,10 @@ def make_model_callable(backend, *, instrument, filter_name, coronagraph, shape,
         Arcsec per pixel.
     nlambda, oversample : int, optional
         Wavelength samples and detector oversampling of the optics model.
+    options : `~jwst_klipprep.psf.models.StpsfOptions`, optional
+        stpsf options (telescope OPD, instrument wavefront, pupil grid).
+    psf_file : str, optional
+        The user FITS model of the ``"file"`` backend.
     cache_size : int, optional
         Evaluations kept in memory.
 
@@ -114,14 +119,9 @@ def make_model_callable(backend, *, instrument, filter_name, coronagraph, shape,
     if callable(backend):
         function = backend
     else:
-        name = str(backend).lower()
-        if name not in ("builtin", "stpsf"):
-            raise ValueError(f"backend must be 'builtin', 'stpsf' or a callable, got {backend!r}")
-
-        def function(offset_yx_arcsec):
-            return psf_frame(name, instrument=instrument, filter_name=filter_name,
-                             canonical=coronagraph, offset_yx_arcsec=offset_yx_arcsec,
-                             shape=shape, center_yx=center, pixel_scale=float(pixel_scale),
-                             nlambda=int(nlambda), oversample=int(oversample))
+        function = psf_function(backend, instrument=instrument, filter_name=filter_name,
+                                coronagraph=coronagraph, shape=shape, center_yx=center,
+                                pixel_scale=pixel_scale, nlambda=nlambda, oversample=oversample,
+                                options=options, psf_file=psf_file)
 
     return StampModel(function, pixel_scale=pixel_scale, shape=shape, cache_size=cache_size)

@@ -3,17 +3,25 @@
 import logging
 
 import numpy as np
-from astropy.io import fits
 
 from jwst_klipprep import __version__
 from jwst_klipprep.algorithms.centering import extract_stamp, measure_star_offset
+from jwst_klipprep.algorithms.registration import measure_shift
 from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError
 from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
 from jwst_klipprep.geometry import apply_shift, array_center_yx, set_pending_shift
 from jwst_klipprep.keywords import get_center_yx, set_center_yx, set_fits_keyword
 from jwst_klipprep.provenance import record, set_status
 from jwst_klipprep.psf import builtin
-from jwst_klipprep.psf.models import place_stamp, resolve_backend, stpsf_version
+from jwst_klipprep.psf.models import (
+    StpsfOptions,
+    resolve_backend,
+    si_wfe_available,
+    stpsf_data_path,
+    stpsf_version,
+    unocculted_stpsf_psf,
+)
+from jwst_klipprep.psf.opd import OpdError, fetch_opd_for_date, pupil_file, read_opd
 from jwst_klipprep.psf.stamps import make_model_callable
 from jwst_klipprep.transmission import transmission_map
 
@@ -22,6 +30,14 @@ __all__ = ["RecenterFramesStep"]
 log = logging.getLogger(__name__)
 
 _MARGIN = 12  # stamp pixels beyond fit_radius, so the interpolation kernel has model support
+
+#: What the recorded star position means (docs/conventions.rst, "Star position").
+STAR_CONVENTION = {
+    "stpsf": "stpsf source position: mask centre + the source_offset at which stpsf (instrument "
+             "wavefront {si}) renders the data; stpsf array centre = recorded mask centre",
+    "builtin": "apparent image centre of the built-in (no instrument wavefront) model",
+    "file": "position of the user PSF image's array centre, moved with the star",
+}
 
 
 class RecenterFramesStep(KlipPrepStep):
@@ -41,17 +57,39 @@ class RecenterFramesStep(KlipPrepStep):
         bad_flags = string(default="DO_NOT_USE")  # DQ flags of pixels not used
         method = option("sinc", "lanczos", "fourier", default="sinc")  # Interpolation kernel of the shift
         apply = boolean(default=True)  # Resample the frames (False: record the shift only; the klipprep pipeline composes it)
+        opd = string(default=None)  # stpsf: telescope wavefront (OPD) file: 2-D FITS in metres on the pupil grid, an OPD cube (with opd_slice), or a MAST wavefront-sensing OPD file; 'auto' = the measured OPD nearest each exposure's date from MAST (network)
+        opd_slice = integer(default=None, min=0)  # Slice of an OPD cube
+        si_wfe = boolean(default=True)  # stpsf: include the instrument wavefront (when the stpsf data have it); defines the star position convention
+        pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 1024
     """  # noqa: E501
 
     def process(self, step_input):
-        """Resolve the PSF model once, then centre each member."""
-        if self.psf_model == "file":
-            if not self.psf_file:
-                raise ParameterError("recenter_frames: psf_model=file needs psf_file "
-                                     "(--psf_file=<FITS file>)")
-            self._backend = "file"
-        else:
-            self._backend = resolve_backend(self.psf_model)
+        """Resolve the PSF model and its optics once, then centre each member."""
+        if self.psf_model == "file" and not self.psf_file:
+            raise ParameterError("recenter_frames: psf_model=file needs psf_file "
+                                 "(--psf_file=<FITS file>)")
+        self._backend = resolve_backend(self.psf_model, allow_file=True)
+        self._opd_specs = {}
+        self._options = None
+        if self.opd and self._backend != "stpsf":
+            raise InputError(
+                f"recenter_frames: opd={self.opd!r} needs the stpsf model (psf_model=stpsf, or "
+                f"auto with a valid $STPSF_PATH); the {self._backend} model has no wavefront input"
+            )
+        if self._backend == "stpsf":
+            try:
+                opd = None
+                if self.opd and str(self.opd).lower() != "auto":
+                    opd = read_opd(self.opd, npix=self.pupil_npix, slice=self.opd_slice)
+                npix = opd.npix if opd is not None else int(self.pupil_npix or 1024)
+                pupil_file(stpsf_data_path(), npix)
+            except OpdError as exc:
+                raise InputError(f"recenter_frames: {exc}") from None
+            si_wfe = bool(self.si_wfe) and si_wfe_available()
+            if self.si_wfe and not si_wfe:
+                log.warning("recenter_frames: the stpsf data have no instrument wavefront tables "
+                            "(si_zernikes_coron_wfe.fits): modelled without it")
+            self._options = StpsfOptions(opd=opd, si_wfe=si_wfe, pupil_npix=npix)
         if self._backend == "stpsf":
             self._version, self._fidelity = stpsf_version(), ""
         elif self._backend == "file":
@@ -83,7 +121,8 @@ class RecenterFramesStep(KlipPrepStep):
         err, _, _ = extract_stamp(arrays.err, mask_yx, half)
         bad_stamp, _, _ = extract_stamp(bad, mask_yx, half, fill=True)
         weights = self._weights(model, arrays.shape[-2:], mask_yx, half)
-        psf = self._model(model, data.shape[-2:], center)
+        options = self._model_options(model)
+        psf = self._model(model, data.shape[-2:], center, options)
         try:
             fit = measure_star_offset(
                 data, psf, err=err, bad=bad_stamp.astype(bool), weights=weights,
@@ -113,6 +152,12 @@ class RecenterFramesStep(KlipPrepStep):
             converged=bool(fit.converged), star_center_yx=list(star_yx),
             target_center_yx=list(target), applied_shift_yx=np.tile(shift, (arrays.shape[0], 1)),
             applied=bool(self.apply), lost_pixels=lost,
+            opd=None if options is None or options.opd is None else options.opd.record(),
+            si_wfe=None if options is None else bool(options.si_wfe),
+            pupil_npix=None if options is None else int(options.pupil_npix),
+            star_position_convention=STAR_CONVENTION[self._backend].format(
+                si="on" if options is not None and options.si_wfe else "off"),
+            si_image_shift_yx=self._si_image_shift(model, options),
         )
         scale = builtin.default_pixel_scale("NIRCAM", filter=model.meta.instrument.filter)
         set_fits_keyword(model, "STAROFFX", float(fit.combined_yx[1]),
@@ -122,13 +167,21 @@ class RecenterFramesStep(KlipPrepStep):
         set_fits_keyword(model, "STOFFERR", float(np.max(fit.combined_err_yx)),
                          "recenter_frames offset uncertainty (px)")
         set_fits_keyword(model, "PSFMODEL", str(self._backend), "recenter_frames PSF model")
+        if options is not None:
+            set_fits_keyword(model, "PSFSIWFE", bool(options.si_wfe),
+                             "recenter_frames model has the instrument wavefront")
+        if options is not None and options.opd is not None:
+            set_fits_keyword(model, "PSFOPD", options.opd.record()["file"][:60],
+                             "recenter_frames telescope OPD file")
+            set_fits_keyword(model, "PSFOPDDT", options.opd.date, "date of that OPD")
         set_status(model, self.class_alias)
         log.info(
             "recenter_frames: %s: star - mask centre (dy, dx) = (%+.4f, %+.4f) +- (%.4f, %.4f) px"
-            " = (%+.1f, %+.1f) mas [%s model]; shift to the array centre (%+.3f, %+.3f) px %s",
+            " = (%+.1f, %+.1f) mas [%s model%s]; shift to the array centre (%+.3f, %+.3f) px %s",
             name, *fit.combined_yx, *fit.combined_err_yx, *(np.multiply(fit.combined_yx,
                                                                          1000 * scale)),
-            self._backend, *shift, "applied" if self.apply else "recorded for the pipeline",
+            self._backend, _optics_note(options), *shift,
+            "applied" if self.apply else "recorded for the pipeline",
         )
 
     def _check_fit(self, name, fit):
@@ -154,46 +207,70 @@ class RecenterFramesStep(KlipPrepStep):
             t = t**2
         return extract_stamp(t, mask_yx, half, fill=0.0)[0]
 
-    def _model(self, model, shape, center):
+    def _si_image_shift(self, model, options):
+        """Where the stpsf image of an on-axis source lies relative to stpsf's optical axis (px).
+
+        Apparent image centre = recorded star position + this. None without the stpsf model or
+        without the instrument wavefront (then 0 by symmetry).
+        """
+        if options is None or not options.si_wfe:
+            return None
+        inst = model.meta.instrument
+        key = (inst.filter, options)
+        cache = self.__dict__.setdefault("_si_shifts", {})
+        if key not in cache:
+            scale = builtin.default_pixel_scale(inst.name, filter=inst.filter)
+            canonical = builtin.resolve_coronagraph(inst.name, inst.coronagraph).name
+            kw = dict(instrument=inst.name, filter_name=inst.filter, canonical=canonical,
+                      stamp=64, pixel_scale=scale, nlambda=self.nlambda,
+                      oversample=self.oversample)
+            with_si = unocculted_stpsf_psf(options=options, **kw)
+            without = unocculted_stpsf_psf(
+                options=StpsfOptions(opd=options.opd, si_wfe=False,
+                                     pupil_npix=options.pupil_npix), **kw)
+            outside = np.hypot(*(np.indices(without.shape) - 31.5)) > 12  # fit the core
+            shift = measure_shift(without, with_si, bad=outside, guess_yx=(0.0, 0.0))
+            cache[key] = [float(v) for v in np.ravel(shift.shift_yx)[:2]]
+        return cache[key]
+
+    def _model_options(self, model):
+        """stpsf options for this exposure (None for other backends); resolves opd=auto."""
+        if self._options is None or str(self.opd or "").lower() != "auto":
+            return self._options
+        date = model.meta.observation.date_beg or model.meta.observation.date
+        if not date:
+            raise InputError(f"{model.meta.filename}: opd=auto needs the exposure date "
+                             "(DATE-BEG or DATE-OBS)")
+        if date not in self._opd_specs:
+            try:
+                path = fetch_opd_for_date(str(date))
+                self._opd_specs[date] = read_opd(path, npix=self._options.pupil_npix)
+            except OpdError as exc:
+                raise InputError(f"{model.meta.filename}: {exc}") from None
+        return StpsfOptions(opd=self._opd_specs[date], si_wfe=self._options.si_wfe,
+                            pupil_npix=self._options.pupil_npix)
+
+    def _model(self, model, shape, center, options):
         inst = model.meta.instrument
         scale = builtin.default_pixel_scale(inst.name, filter=inst.filter)
-        backend = self._backend
-        if backend == "file":
-            backend = _file_model(self.psf_file, shape, center, scale)
         try:
             canonical = builtin.resolve_coronagraph(inst.name, inst.coronagraph).name
         except ValueError as exc:
             raise InputError(f"{model.meta.filename}: {exc}") from None
-        return make_model_callable(
-            backend, instrument=inst.name, filter_name=inst.filter, coronagraph=canonical,
-            shape=shape, center_yx=tuple(center), pixel_scale=scale, nlambda=self.nlambda,
-            oversample=self.oversample,
-        )
+        try:
+            return make_model_callable(
+                self._backend, instrument=inst.name, filter_name=inst.filter,
+                coronagraph=canonical, shape=shape, center_yx=tuple(center), pixel_scale=scale,
+                nlambda=self.nlambda, oversample=self.oversample, options=options,
+                psf_file=self.psf_file,
+            )
+        except ValueError as exc:
+            raise InputError(f"recenter_frames: {exc}") from None
 
 
-def _file_model(path, shape, center, pixel_scale):
-    """PSF function from a user FITS image (mask centre at its array centre), shifted by offset."""
-    try:
-        with fits.open(path) as hdul:
-            hdu = next(h for h in hdul if getattr(h, "data", None) is not None)
-            image = np.asarray(hdu.data, float)
-            file_scale = hdu.header.get("PIXELSCL", pixel_scale)
-            oversample = int(hdu.header.get("OVERSAMP", 1))
-    except (OSError, StopIteration) as exc:
-        raise InputError(f"{path}: cannot read a PSF image: {exc}") from None
-    if image.ndim != 2:
-        raise InputError(f"{path}: the PSF model must be a 2-D image, got shape {image.shape}")
-    if oversample > 1:
-        ny, nx = (n // oversample for n in image.shape)
-        image = image[: ny * oversample, : nx * oversample].reshape(
-            ny, oversample, nx, oversample).sum(axis=(1, 3))
-    if abs(file_scale * oversample - pixel_scale) > 0.02 * pixel_scale:
-        raise InputError(f"{path}: PSF pixel scale {file_scale * oversample:.4f} arcsec differs "
-                         f"from the data's {pixel_scale:.4f}")
-
-    def function(offset_yx_arcsec):
-        position = (center[0] + offset_yx_arcsec[0] / pixel_scale,
-                    center[1] + offset_yx_arcsec[1] / pixel_scale)
-        return place_stamp(image, position, shape)
-
-    return function
+def _optics_note(options):
+    """Short log text of the stpsf optics (empty for the other backends)."""
+    if options is None:
+        return ""
+    opd = "no OPD" if options.opd is None else f"OPD {options.opd.record()['file']}"
+    return f", instrument wavefront {'on' if options.si_wfe else 'off'}, {opd}"

@@ -49,7 +49,17 @@ def test_offset_measured_and_star_moved_to_the_centre(psf):
     shift = np.subtract(target, np.add(MASK_YX, rec["star_offset_yx"]))
     assert get_center_yx(result, "crpix") == pytest.approx(np.add(MASK_YX, shift), abs=1e-6)
     assert get_center_yx(result, "mask") == pytest.approx(np.add(MASK_YX, shift), abs=1e-6)
-    # the brightest leak of the star moved by the shift: recentre the model the same way
+    # the pixels moved: the data equal the noiseless PSF of a star at the array centre (the
+    # input's star sat at MASK_YX + OFFSET_YX, 0.1-0.6 px away), not the input
+    moved = coronagraphic_psf(filter="F444W", coronagraph="MASKA335R", shape=(81, 79),
+                              center_yx=np.add(MASK_YX, shift),
+                              offset_yx_arcsec=np.multiply(OFFSET_YX, PIXEL), pixel_scale=PIXEL)
+    flux = 50.0 / psf.max()
+    inner = np.hypot(*(np.indices((81, 79)) - np.reshape(target, (2, 1, 1)))) < 15
+    residual = result.data[:, inner].mean(axis=0) - flux * moved[inner]
+    unshifted = model.data.mean(axis=0)[inner] - flux * moved[inner]
+    assert np.sqrt(np.mean(residual**2)) < 0.1  # noise 0.05 / sqrt(3) + resampling
+    assert np.sqrt(np.mean(unshifted**2)) > 5 * np.sqrt(np.mean(residual**2))
     keys = {c[0] for c in result.extra_fits.SCI.header}
     assert {"STAROFFX", "STAROFFY", "STOFFERR", "PSFMODEL"} <= keys
     assert result.meta.cal_step.instance["recenter_frames"] == "COMPLETE"
@@ -107,17 +117,24 @@ _MINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "stpsf-data-mi
 @pytest.mark.skipif(not _MINI.is_dir() or importlib.util.find_spec("stpsf") is None,
                     reason="needs stpsf (the [stpsf] extra) and ../shared/data/stpsf-data-mini")
 def test_stpsf_backend_recovers_an_stpsf_star(monkeypatch):
-    """Frames made with stpsf are centred with stpsf (same optics) to well under 1 mas."""
-    from jwst_klipprep.psf.models import psf_frame
+    """Frames made with stpsf (instrument wavefront on) are centred with stpsf (same optics) to
+    well under 1 mas, in the stpsf source-position convention."""
+    from jwst_klipprep.psf.models import StpsfOptions, psf_frame
 
     home_data = (Path.home() / "data").exists()
     monkeypatch.setenv("STPSF_PATH", str(_MINI))
     frame = psf_frame("stpsf", instrument="NIRCAM", filter_name="F444W", canonical="MASK335R",
                       offset_yx_arcsec=tuple(np.multiply(OFFSET_YX, PIXEL)), shape=(81, 79),
-                      center_yx=MASK_YX, pixel_scale=PIXEL, nlambda=3, oversample=2)
-    result = RecenterFramesStep.call(_model(frame, nints=2), psf_model="auto")
+                      center_yx=MASK_YX, pixel_scale=PIXEL, nlambda=3, oversample=2,
+                      options=StpsfOptions(si_wfe=True, pupil_npix=256))
+    result = RecenterFramesStep.call(_model(frame, nints=2), psf_model="auto", pupil_npix=256)
     rec = result.meta.instance["klipprep"]["recenter_frames"]
     assert rec["psf_model"] == "stpsf" and rec["psf_model_version"].startswith("stpsf ")
-    assert rec["fidelity_warning"] == ""
+    assert rec["fidelity_warning"] == "" and rec["si_wfe"] is True and rec["opd"] is None
     assert rec["star_offset_yx"] == pytest.approx(OFFSET_YX, abs=0.008)  # 0.5 mas
+    assert "stpsf source position" in rec["star_position_convention"]
+    # the instrument wavefront moves the image of an on-axis source ~0.6 px down (F444W): the
+    # apparent image centre differs from the recorded star position by this much
+    assert rec["si_image_shift_yx"][0] == pytest.approx(-0.6, abs=0.15)
+    assert abs(rec["si_image_shift_yx"][1]) < 0.1
     assert (Path.home() / "data").exists() == home_data  # stpsf never created ~/data
