@@ -45,8 +45,8 @@ def _add_batch_parsers(sub):
         "association per program, instrument, detector, subarray, filter, mask and pupil.",
     )
     asn.add_argument("paths", nargs="+", help="files and/or folders of *_calints.fits / *_cal.fits")
-    asn.add_argument("-o", "--output-dir", "--output_dir", dest="asn_dir", default=".",
-                     help="folder for the *_asn.json files (default: current folder)")
+    asn.add_argument("-o", "--output-dir", "--output_dir", dest="asn_dir", default=None,
+                     help="folder for the *_asn.json files (default: next to the data)")
     asn.add_argument("--dry-run", action="store_true", help="print the groups, write nothing")
 
     batch = sub.add_parser(
@@ -97,7 +97,8 @@ def _batch_main(args, extra):
             return 1
         print(format_groups(groups))
         if not args.dry_run:
-            print(f"wrote {len(groups)} association(s) to {args.asn_dir}")
+            folders = sorted({str(g.asn_path.parent) for g in groups})
+            print(f"wrote {len(groups)} association(s) to {', '.join(folders)}")
         return 0
 
     from jwst_klipprep.batch import run_batch

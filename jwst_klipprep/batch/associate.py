@@ -20,11 +20,13 @@ import json
 import logging
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from jwst_klipprep._base import CORON_EXP_TYPES
 from jwst_klipprep._members import classify_members
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 #: Stage-2 products that the association accepts (file name suffixes).
 STAGE2_SUFFIXES = ("calints", "cal")
 
+TRUNCATED = "incomplete file (interrupted download?)"
 _EXPTYPE = {"SCI": "science", "REF": "psf", "SCI_BG": "background", "REF_BG": "background"}
 _ROLE_ORDER = {"science": 0, "psf": 1, "background": 2}
 
@@ -166,13 +169,17 @@ def read_exposure(path):
     if suffix not in STAGE2_SUFFIXES:
         return f"not a stage-2 product (suffix {suffix or 'none'!r}; need calints or cal)"
     try:
-        with fits.open(path, lazy_load_hdus=True, memmap=True) as hdul:
-            primary = hdul[0].header
-            try:
-                sci = hdul["SCI"].header
-            except KeyError:
-                return "no SCI extension"
-            primary, sci = primary.copy(), sci.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", AstropyUserWarning)  # "may have been truncated"
+            with fits.open(path, lazy_load_hdus=True, memmap=True) as hdul:
+                primary = hdul[0].header
+                try:
+                    sci = hdul["SCI"].header
+                except KeyError:
+                    return "no SCI extension"
+                primary, sci = primary.copy(), sci.copy()
+    except AstropyUserWarning as exc:
+        return f"{TRUNCATED}: {exc}"
     except (OSError, ValueError) as exc:
         return f"unreadable FITS file ({exc})"
     exp_type = _str(primary, "EXP_TYPE")
@@ -244,8 +251,10 @@ def associate(paths, outdir=None, *, write=True):
         stage-2 coronagraphic products (``_calints.fits`` / ``_cal.fits`` with a coronagraphic
         EXP_TYPE) are skipped with an INFO log line.
     outdir : str or os.PathLike, optional
-        Folder for the ``<name>_asn.json`` files (created; default: the current folder). Member
-        names are written relative to it.
+        Folder for the ``<name>_asn.json`` files (created). Member names are written relative to
+        it; when that is another folder than the data's, jwst's association loader warns that the
+        ASN "contains path information" (harmless). Default: the folder of the group's files
+        (plain member names, no warning) if they share one, else the current folder.
     write : bool
         Write the ASN files (False: only return the groups).
 
@@ -273,7 +282,8 @@ def associate(paths, outdir=None, *, write=True):
             continue
         by_key.setdefault(exposure.key, []).append(exposure)
     for path, why in notes:
-        log.info("associate: skipped %s: %s", path, why)
+        level = logging.WARNING if why.startswith(TRUNCATED) else logging.INFO
+        log.log(level, "associate: skipped %s: %s", path, why)
 
     groups = []
     for key, exposures in sorted(by_key.items()):
@@ -292,12 +302,14 @@ def associate(paths, outdir=None, *, write=True):
     _make_unique(groups)
     groups.sort(key=lambda g: g.name)
     if write:
-        outdir = Path(outdir or ".")
-        outdir.mkdir(parents=True, exist_ok=True)
         for group in groups:
-            group.asn_path = outdir / f"{group.name}_asn.json"
+            folders = {e.path.resolve().parent for e, _ in group.members}
+            folder = Path(outdir) if outdir else (folders.pop() if len(folders) == 1
+                                                  else Path("."))
+            folder.mkdir(parents=True, exist_ok=True)
+            group.asn_path = folder / f"{group.name}_asn.json"
             tmp = group.asn_path.with_name(f".{group.asn_path.name}.tmp{os.getpid()}")
-            tmp.write_text(json.dumps(group.asn_dict(outdir), indent=2) + "\n")
+            tmp.write_text(json.dumps(group.asn_dict(folder), indent=2) + "\n")
             os.replace(tmp, group.asn_path)
     for group in groups:
         for warning in group.warnings:
