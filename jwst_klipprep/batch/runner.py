@@ -40,7 +40,8 @@ _COLUMNS = ("asn", "status", "seconds", "cpu_seconds", "peak_rss_mb", "n_product
 
 
 def find_asns(items):
-    """Association files from a list of files and folders (folders: ``*_asn.json`` inside)."""
+    """Association files from files and folders (folders: the ``*_asn.json`` inside, else the
+    ``*.json``), resolved, in the order given, each once."""
     if isinstance(items, (str, os.PathLike)):
         items = [items]
     out = []
@@ -55,7 +56,7 @@ def find_asns(items):
             out.append(item)
         else:
             raise FileNotFoundError(f"{item}: no such association file or folder")
-    return [p.resolve() for p in out]
+    return list(dict.fromkeys(p.resolve() for p in out))  # each association once
 
 
 def _keeps_backgrounds(args):
@@ -236,7 +237,7 @@ def _start_client(scheduler, n_workers, memory_limit):
     cluster = LocalCluster(
         n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
         memory_limit=memory_limit or "auto",
-        dashboard_address="127.0.0.1:0" if _has_bokeh() else None,
+        dashboard_address="127.0.0.1:0",  # a free port (the scheduler's HTTP server runs anyway)
     )
     return Client(cluster), cluster
 
@@ -303,8 +304,8 @@ def run_batch(asns, output_dir, *, scheduler=None, n_workers=None, memory_limit=
         workers = client.scheduler_info().get("workers", {})
         echo(f"klipprep batch: {len(paths)} association(s) on {len(workers)} worker(s), "
              f"scheduler {client.scheduler.address}")
-        link = client.dashboard_link if (scheduler or _has_bokeh()) else None
-        echo(f"klipprep batch: dashboard {link or 'not available (install bokeh)'}")
+        note = "" if scheduler or _has_bokeh() else " (install bokeh to see the dashboard)"
+        echo(f"klipprep batch: dashboard {client.dashboard_link}{note}")
         futures = {}
         for index, path in enumerate(paths):
             future = client.submit(run_one, str(path), str(output_dir), args,
