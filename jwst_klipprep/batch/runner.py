@@ -115,6 +115,16 @@ def product_is_complete(path):
     return all(status.get(alias) in ("COMPLETE", "SKIPPED") for alias in STEP_ORDER)
 
 
+def _worker_name():
+    """The Dask worker's address inside a task, else the host name."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return socket.gethostname()
+
+
 def _peak_rss_mb():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 1024.0 / (1024.0 if sys.platform == "darwin" else 1.0)
@@ -130,7 +140,7 @@ def run_one(asn_path, output_dir, args=(), *, config=None, force=False):
     asn_path, output_dir = Path(asn_path), Path(output_dir)
     result = {"asn": str(asn_path), "status": "failed", "seconds": 0.0, "cpu_seconds": 0.0,
               "peak_rss_mb": 0.0, "n_products": 0, "products": "",
-              "worker": socket.gethostname(), "error": ""}
+              "worker": _worker_name(), "error": ""}
     try:
         if not asn_path.is_file():
             raise FileNotFoundError(f"{asn_path}: association not found on worker "
@@ -233,7 +243,10 @@ def _start_client(scheduler, n_workers, memory_limit):
     if scheduler:
         client = Client(scheduler, timeout="30s")
         return client, None
-    n_workers = int(n_workers or os.cpu_count() or 1)
+    if not n_workers:
+        n_workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                     else os.cpu_count() or 1)
+    n_workers = int(n_workers)
     cluster = LocalCluster(
         n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
         memory_limit=memory_limit or "auto",
@@ -257,10 +270,12 @@ def run_batch(asns, output_dir, *, scheduler=None, n_workers=None, memory_limit=
         Address of a running Dask scheduler (``tcp://host:8786``). Default: a ``LocalCluster``
         on 127.0.0.1 with ``n_workers`` single-threaded worker processes.
     n_workers : int, optional
-        Local workers (default: the number of cores). Ignored with ``scheduler``.
+        Local workers (default: the cores this process may use). Ignored with ``scheduler``.
     memory_limit : str or int, optional
         Memory limit per local worker (e.g. ``"4GB"``; default: the machine's memory divided
-        among the workers). A worker over it is restarted and its ASN reported as failed.
+        among the workers). A worker that goes over it is restarted by its nanny and the task
+        retried elsewhere; after the scheduler's allowed failures (3 by default) the ASN is
+        reported as failed (``KilledWorker``).
     args : sequence of str
         Pipeline arguments exactly as for ``strun klipprep`` (``--steps.pad_frames.npix=80``,
         ``--save_diagnostics=False``...). ``--output_dir`` is set by the batch.
