@@ -183,6 +183,19 @@ def test_real_scheduler_and_worker(dask_cluster, first_run, asns, tmp_path, caps
     table = Table.read(fresh / SUMMARY_NAME)
     assert table["status"].tolist() == ["ok"]
     assert all(product_is_complete(fresh / n) for n in expected_products(asns[1]))
-    rc = main(["batch", str(asns[1]), f"--output_dir={fresh}", "--scheduler", dask_cluster,
-               "--force", *LIGHT_ARGS])
+    # --force with a parameter file (as `strun pars.asdf asn.json`): products rewritten with it
+    from stdatamodels.jwst import datamodels
+
+    from jwst_klipprep.pipeline.klipprep_pipeline import KlipPrepPipeline
+
+    pars = tmp_path / "pars.asdf"
+    KlipPrepPipeline(save_diagnostics=False, steps={
+        "pad_frames": {"npix": [7]}, "fix_bad_pixels": {"skip": True},
+        "recenter_frames": {"skip": True}}).export_config(str(pars))
+    rc = main(["batch", str(pars), str(asns[1]), f"--output_dir={fresh}", "--scheduler",
+               dask_cluster, "--force"])
     assert rc == 0 and Table.read(fresh / SUMMARY_NAME)["status"].tolist() == ["ok"]
+    with datamodels.open(fresh / expected_products(asns[1])[0]) as model:
+        assert model.data.shape == (2, 320 + 14, 320 + 14)
+        assert model.meta.cal_step.instance["fix_bad_pixels"] == "SKIPPED"
+        assert model.meta.cal_step.instance["subtract_median"] == "COMPLETE"
