@@ -54,13 +54,14 @@ def _add_batch_parsers(sub):
         description="Run `strun klipprep` on every association, one dask.distributed task each. "
         "Unknown --options pass through to the pipeline (use the --name=value form), and a "
         "positional .asdf/.cfg file is a parameter file, as with strun.",
+        allow_abbrev=False,  # never swallow a pipeline option as an abbreviation of ours
     )
     batch.add_argument("asns", nargs="+", metavar="ASN_OR_DIR",
                        help="association files, or folders of *_asn.json")
     batch.add_argument("--output_dir", "--output-dir", dest="output_dir", required=True,
                        help="folder of the products, logs and the summary table")
     batch.add_argument("--workers", type=int, default=None,
-                       help="local worker processes (default: one per core)")
+                       help="local worker processes (default: one per usable core)")
     batch.add_argument("--scheduler", default=None,
                        help="address of a running Dask scheduler, e.g. tcp://host:8786")
     batch.add_argument("--memory-limit", "--memory_limit", dest="memory_limit", default=None,

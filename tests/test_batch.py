@@ -1,5 +1,6 @@
 """``klipprep batch``: associations as Dask tasks, failures reported, resumable; real scheduler."""
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,6 @@ from jwst_klipprep.batch import associate, expected_products, product_is_complet
 from jwst_klipprep.batch.runner import SUMMARY_NAME, validate_args
 from jwst_klipprep.cli import main
 
-pytestmark = pytest.mark.slow
 _PATH_WARNING = "ignore:Input association file contains path information:UserWarning"
 
 
@@ -58,6 +58,7 @@ def first_run(asns, tmp_path_factory):
     return rc, out
 
 
+@pytest.mark.slow
 def test_two_succeed_one_is_reported(first_run, asns):
     rc, out = first_run
     assert rc == 1  # one association failed
@@ -79,6 +80,7 @@ def test_two_succeed_one_is_reported(first_run, asns):
     assert not list(out.glob(".*tmp*"))  # the summary was replaced atomically
 
 
+@pytest.mark.slow
 def test_resume_skips_complete_products_and_redoes_damaged_ones(first_run, asns, tmp_path):
     _, out = first_run
     names = expected_products(asns[1])
@@ -93,6 +95,7 @@ def test_resume_skips_complete_products_and_redoes_damaged_ones(first_run, asns,
     assert Table.read(tmp_path / "resume.ecsv")["status"].tolist() == ["skipped", "ok"]
 
 
+@pytest.mark.slow
 def test_product_is_complete(first_run, asns, tmp_path):
     _, out = first_run
     good = out / expected_products(asns[0])[0]
@@ -103,6 +106,7 @@ def test_product_is_complete(first_run, asns, tmp_path):
     assert not product_is_complete(tmp_path / "missing_klipprep.fits")
 
 
+@pytest.mark.slow
 def test_bad_arguments_fail_before_any_work(asns, tmp_path, capsys):
     with pytest.raises(ValueError, match="unrecognized arguments: --steps.pad_frames.npixx=3"):
         validate_args(["--steps.pad_frames.npixx=3"])
@@ -118,6 +122,22 @@ def test_bad_arguments_fail_before_any_work(asns, tmp_path, capsys):
     with pytest.raises(ValueError, match="would both write jw01000001001_03106_00001_nrcalong_kl"):
         run_batch([asns[0], asns[0].parent, twin], tmp_path / "out", echo=None)
     assert not (tmp_path / "out").exists()
+
+
+def test_inputs_are_checked_before_any_cluster_starts(tmp_path, capsys):
+    assert main(["batch", str(tmp_path / "nowhere"), f"--output_dir={tmp_path}"]) == 2
+    assert "no such association file or folder" in capsys.readouterr().err
+    assert main(["batch", str(tmp_path), f"--output_dir={tmp_path}"]) == 2
+    assert "no association (*_asn.json) in this folder" in capsys.readouterr().err
+    asn = tmp_path / "x_asn.json"
+    asn.write_text(json.dumps({"products": [{"name": "x", "members": [
+        {"expname": "a/jw1_nrcalong_calints.fits", "exptype": "science"},
+        {"expname": "jw2_nrcalong_cal.fits", "exptype": "psf"},
+        {"expname": "jw3_nrcalong_calints.fits", "exptype": "background"}]}]}))
+    assert expected_products(asn) == ["jw1_nrcalong_klipprep.fits", "jw2_nrcalong_klipprep.fits"]
+    assert expected_products(asn, keep_backgrounds=True)[-1] == "jw3_nrcalong_klipprep.fits"
+    with pytest.raises(ValueError, match="not in args"):
+        run_batch([asn], tmp_path, args=[f"--output_dir={tmp_path}"])
 
 
 @pytest.fixture
@@ -148,8 +168,6 @@ def dask_cluster(tmp_path):
              "2GB", "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60"],
             env=env, cwd=tmp_path, stdout=open(logs / "worker.log", "w"),
             stderr=subprocess.STDOUT))
-        import json
-
         from distributed import Client
 
         address = json.loads(sched_file.read_text())["address"]
@@ -168,6 +186,7 @@ def dask_cluster(tmp_path):
                 proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_real_scheduler_and_worker(dask_cluster, first_run, asns, tmp_path, capsys):
     _, out = first_run
     # one complete ASN is skipped; --force reruns the other through the same scheduler

@@ -333,11 +333,11 @@ def run_batch(asns, output_dir, *, scheduler=None, n_workers=None, memory_limit=
             index = futures[future]
             if future.status == "finished":
                 row = future.result()
-            else:  # the worker died (memory limit, crash) or the task was lost
+            else:  # the worker died (memory limit, crash), or the task was lost or cancelled
                 row = {"asn": str(paths[index]), "status": "failed", "seconds": float("nan"),
                        "cpu_seconds": float("nan"), "peak_rss_mb": float("nan"),
                        "n_products": 0, "products": "", "worker": "",
-                       "error": f"{type(future.exception()).__name__}: {future.exception()}"}
+                       "error": _future_error(future)}
             rows[index] = row
             done += 1
             echo(f"[{done}/{len(paths)}] {row['status']:7s} {Path(row['asn']).name} "
@@ -352,6 +352,14 @@ def run_batch(asns, output_dir, *, scheduler=None, n_workers=None, memory_limit=
     echo(f"klipprep batch: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} "
          f"failed in {time.perf_counter() - t0:.1f} s; summary {summary}")
     return table
+
+
+def _future_error(future):
+    try:
+        exc = future.exception(timeout=10)
+    except BaseException as other:  # noqa: BLE001 - cancelled, timed out...
+        exc = other
+    return f"{type(exc).__name__}: {exc}"[:2000] if exc else f"task {future.status}"
 
 
 def _check_product_clashes(paths, keep_backgrounds):
