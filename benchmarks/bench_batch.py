@@ -14,8 +14,9 @@ Simulates ``--n-asns`` small NIRCam programs (2 SCI + 1 REF + SCI_BG + REF_BG ex
    submission to the last result), and reads the tasks' own CPU seconds and peak RSS.
 
 Also a plain sequential loop in this process (``run_one`` per ASN, no Dask) as the reference.
-The box may be shared: the load average before each run and the CPU seconds are printed next to
-the wall times, and ``cpu/wall`` says how many cores the run really got.
+The box may be shared: a probe first measures how much CPU two busy processes really get, the load
+average before each run and the CPU seconds are printed next to the wall times, and ``cpu/wall``
+says how many cores the run really got (the 2-worker speed-up cannot exceed the probe's figure).
 """
 
 import argparse
@@ -42,6 +43,23 @@ Scaling to N workers (see docs/cluster.rst):
 * speed-up is linear in the number of workers up to min(#ASNs, cores, I/O bandwidth / per-task
   I/O rate); the last, longest ASN bounds the wall time (sort large programs first or split them).
 """
+
+
+def _spin(seconds):
+    """Busy loop for ``seconds`` of wall time; returns the CPU seconds it got."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    x = 0
+    while time.perf_counter() - t0 < seconds:
+        x += 1
+    return time.process_time() - c0
+
+
+def free_cores(n=2, seconds=3.0):
+    """CPU that ``n`` busy processes really get together (cores): what the box has to spare."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(n) as pool:
+        return sum(pool.map(_spin, [seconds] * n)) / seconds
 
 
 def _simulate(workdir, n_asns, nints):
@@ -128,6 +146,9 @@ def main(argv=None):
         print(f"{len(asns)} ASNs ({size:.0f} MB of calints, {opts.nints} integrations, "
               f"5 exposures each) simulated in {time.perf_counter() - t0:.1f} s; "
               f"{os.cpu_count()} cores; python {sys.version.split()[0]}")
+        spare = free_cores()
+        print(f"probe: two busy processes got {spare:.2f} cores together (2.00 on an idle "
+              f"2-core box); load average {os.getloadavg()[0]:.2f}")
         results = []
         if not opts.no_sequential:
             results.append(_sequential(asns, workdir / "out_seq", args))

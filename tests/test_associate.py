@@ -175,3 +175,24 @@ def test_format_groups_exposure_times(program, tmp_path):
     text = format_groups([group])
     assert f"{sum(effexptm):.0f}" in text.splitlines()[2].split()
     assert Path(group.members[0][0].path).exists()
+
+
+def test_one_product_per_exposure_cal_and_calints(program, tmp_path, caplog):
+    """A MAST download has both _cal and _calints files: the _calints one is used."""
+    root, f444w, _ = program
+    folder = tmp_path / "both"
+    folder.mkdir()
+    sci = next(p for p, k in f444w.items() if k == "SCI")
+    cal = folder / sci.name.replace("_calints", "_cal")
+    shutil.copy(sci, cal)  # listed first: "..._cal.fits" < "..._calints.fits"
+    calints = copy_to(sci, folder)
+    other = tmp_path / "copy"
+    other.mkdir()
+    twin = copy_to(sci, other)
+    caplog.set_level(logging.INFO, logger="jwst_klipprep.batch")
+    (group,) = associate([folder, twin], write=False)
+    assert [e.path for e, _ in group.members] == [calints]
+    notes = [r.getMessage() for r in caplog.records if "same exposure" in r.getMessage()]
+    assert len(notes) == 2
+    assert any(str(cal) in n and f"{calints.name} is used" in n for n in notes)
+    assert any(str(twin) in n for n in notes)

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import dask
+import distributed  # noqa: F401 - loads its config defaults before any dask.config.set below
 import pytest
 from astropy.io import fits
 from astropy.table import Table
@@ -16,13 +18,16 @@ from jwst_klipprep.batch import associate, expected_products, product_is_complet
 from jwst_klipprep.batch.runner import SUMMARY_NAME, validate_args
 from jwst_klipprep.cli import main
 
-_PATH_WARNING = "ignore:Input association file contains path information:UserWarning"
+_PRELOAD = str(Path(__file__).with_name("dask_loopback_preload.py"))
 
 
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
-    """Overrides conftest's guard: Dask talks to itself on 127.0.0.1, nothing else is allowed."""
+    """Overrides conftest's guard: Dask talks to itself on 127.0.0.1, nothing else is allowed
+    (in the worker processes too: they load ``dask_loopback_preload.py``)."""
     loopback_only(monkeypatch)
+    with dask.config.set({"distributed.worker.preload": [_PRELOAD]}):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +55,10 @@ def first_run(asns, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     loopback_only(mp)
     try:
-        rc = main(["batch", str(asns[0].parent), str(asns[1]), str(asns[2]),
-                   f"--output_dir={out}", "--workers", "2", "--memory-limit", "2GB",
-                   *LIGHT_ARGS])
+        with dask.config.set({"distributed.worker.preload": [_PRELOAD]}):  # guard workers too
+            rc = main(["batch", str(asns[0].parent), str(asns[1]), str(asns[2]),
+                       f"--output_dir={out}", "--workers", "2", "--memory-limit", "2GB",
+                       *LIGHT_ARGS])
     finally:
         mp.undo()
     return rc, out
@@ -165,14 +171,13 @@ def dask_cluster(tmp_path):
         procs.append(subprocess.Popen(
             [*dask, "worker", "--scheduler-file", str(sched_file),
              "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1", "--memory-limit",
-             "2GB", "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60"],
+             "2GB", "--dashboard-address", "127.0.0.1:0", "--death-timeout", "60",
+             "--preload", _PRELOAD],
             env=env, cwd=tmp_path, stdout=open(logs / "worker.log", "w"),
             stderr=subprocess.STDOUT))
-        from distributed import Client
-
         address = json.loads(sched_file.read_text())["address"]
         assert address.startswith("tcp://127.0.0.1:")
-        with Client(address, timeout="30s") as client:
+        with distributed.Client(address, timeout="30s") as client:
             client.wait_for_workers(1, timeout=90)
         yield address
     finally:

@@ -201,6 +201,10 @@ def read_exposure(path):
     )
 
 
+def _suffix(exposure):
+    return exposure.path.name[:-len(".fits")].rsplit("_", 1)[-1]
+
+
 def _collect(paths):
     """Files to read: folders are listed (``*.fits``, not recursive), files kept as given."""
     files, notes = [], []
@@ -249,7 +253,9 @@ def associate(paths, outdir=None, *, write=True):
     paths : str, os.PathLike or list of them
         Files and/or folders (folders: every ``*.fits`` directly inside). Files that are not
         stage-2 coronagraphic products (``_calints.fits`` / ``_cal.fits`` with a coronagraphic
-        EXP_TYPE) are skipped with an INFO log line.
+        EXP_TYPE) are skipped with an INFO log line; so is the ``_cal`` file of an exposure whose
+        ``_calints`` file is there too (both would write the same product), and a second copy of
+        a file.
     outdir : str or os.PathLike, optional
         Folder for the ``<name>_asn.json`` files (created). Member names are written relative to
         it; when that is another folder than the data's, jwst's association loader warns that the
@@ -270,15 +276,24 @@ def associate(paths, outdir=None, *, write=True):
         paths = [paths]
     files, notes = _collect(paths)
     by_key = {}
-    seen = {}
+    seen = {}  # (group key, exposure name without suffix) -> Exposure
     for path in files:
         exposure = read_exposure(path)
         if isinstance(exposure, str):
             notes.append((path, exposure))
             continue
-        first = seen.setdefault((exposure.key, path.name), path)
-        if first != path:
-            notes.append((path, f"same file name as {first} in the same group; ignored"))
+        # one product per exposure: a _cal and a _calints of the same exposure (both come with a
+        # MAST download), or two copies of one file, would write the same _klipprep product
+        ident = (exposure.key, exposure.path.name.rsplit("_", 1)[0])
+        first = seen.setdefault(ident, exposure)
+        if first is not exposure:
+            keep, drop = ((exposure, first) if _suffix(exposure) == "calints"
+                          and _suffix(first) != "calints" else (first, exposure))
+            notes.append((drop.path, f"same exposure as {keep.path}; {keep.path.name} is used"))
+            if keep is exposure:
+                seen[ident] = exposure
+                by_key[exposure.key].remove(first)
+                by_key[exposure.key].append(exposure)
             continue
         by_key.setdefault(exposure.key, []).append(exposure)
     for path, why in notes:

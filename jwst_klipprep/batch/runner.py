@@ -370,6 +370,9 @@ def _check_product_clashes(paths, keep_backgrounds):
             names = expected_products(path, keep_backgrounds=keep_backgrounds)
         except (OSError, ValueError, KeyError):
             continue  # reported by its task
+        if len(set(names)) != len(names):
+            raise ValueError(f"{path}: two members would write the same product "
+                             f"({', '.join(sorted({n for n in names if names.count(n) > 1}))})")
         for name in names:
             if owner.setdefault(name, path) != path:
                 raise ValueError(f"{path} and {owner[name]} would both write {name}; run them "
