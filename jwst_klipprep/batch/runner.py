@@ -1,9 +1,10 @@
 """``klipprep batch``: run the klipprep pipeline on many associations as Dask tasks.
 
 One task per association. A task runs the pipeline exactly as ``strun klipprep asn.json ...``
-would (stpipe's own command-line parser builds the pipeline from the same arguments), on a worker
-of a ``dask.distributed`` cluster: a :class:`~distributed.LocalCluster` on this machine by default
-(one single-threaded worker process per core), or any running scheduler (``tcp://host:8786``).
+would (``stpipe.Step.from_cmdline``, the function behind ``strun``, builds it from the same
+arguments), on a worker of a ``dask.distributed`` cluster: a :class:`~distributed.LocalCluster`
+on this machine by default (one single-threaded worker process per core), or any running
+scheduler (``tcp://host:8786``).
 
 Only file names and the small result records travel between the client and the workers; the
 workers read the stage-2 files and write the products themselves, so they need a file system
@@ -176,7 +177,7 @@ def run_one(asn_path, output_dir, args=(), *, config=None, force=False):
 
 
 def _quiet_cmdline(argv, *, run=True):
-    """``step_from_cmdline(argv)`` with its console output captured.
+    """``Step.from_cmdline(argv)`` (what ``strun`` runs) with its console output captured.
 
     stpipe reports a bad argument with argparse (usage on stderr, then ``SystemExit``); that is
     turned into a ``ValueError`` carrying argparse's own message. With ``run=False`` the pipeline
@@ -185,13 +186,15 @@ def _quiet_cmdline(argv, *, run=True):
     import contextlib
     import io
 
-    from stpipe import _cmdline
+    from stpipe import Step
 
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
             if run:
-                return _cmdline.step_from_cmdline(argv)
+                return Step.from_cmdline(argv)  # what `strun` runs
+            from stpipe import _cmdline  # private: only to check arguments without running
+
             parsed = _cmdline._config_and_class_from_cmdline(argv)
             return _cmdline._build_step_from_args(*parsed, argv)
     except SystemExit as exc:
