@@ -87,14 +87,16 @@ def _warm():
 
 
 def _dask_run(asns, out, n_workers, args):
+    import dask
     from distributed import Client, LocalCluster
 
     from jwst_klipprep.batch import run_batch
-    from jwst_klipprep.batch.runner import _close_quietly
+    from jwst_klipprep.batch.runner import _close_quietly, _worker_environ
 
     t0 = time.perf_counter()
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address="127.0.0.1:0")
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+        cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address="127.0.0.1:0")
     client = Client(cluster)
     client.run(_warm)
     startup = time.perf_counter() - t0
@@ -131,6 +133,36 @@ def _sequential(asns, out, args):
                 load=load, rss=rss, used=1)
 
 
+_MALLOC_CHILD = """
+import sys, time
+from jwst_klipprep.batch.runner import run_one
+args = ["--save_diagnostics=False"]
+run_one(sys.argv[1], sys.argv[2], args, force=True)  # imports, schemas, caches
+c0, t0 = time.process_time(), time.perf_counter()
+for _ in range(2):
+    assert run_one(sys.argv[1], sys.argv[2], args, force=True)["status"] == "ok"
+print(time.process_time() - c0, time.perf_counter() - t0)
+"""
+
+
+def malloc_check(asn, out):
+    """CPU seconds of two pipeline runs in a child process, with and without Dask's
+    MALLOC_TRIM_THRESHOLD_=65536 (which turns off glibc's adaptive mmap threshold)."""
+    import subprocess
+
+    rows = []
+    for label, extra in (("default glibc", {}), ("MALLOC_TRIM_THRESHOLD_=65536",
+                                                 {"MALLOC_TRIM_THRESHOLD_": "65536"})):
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+        env.update(extra, OMP_NUM_THREADS="1")
+        done = subprocess.run([sys.executable, "-c", _MALLOC_CHILD, str(asn), str(out)],
+                              env=env, capture_output=True, text=True, check=True)
+        cpu, wall = map(float, done.stdout.split()[-2:])
+        rows.append((label, cpu, wall))
+    for label, cpu, wall in rows:
+        print(f"malloc check, 2 runs of one ASN, {label:30s}: {cpu:6.2f} cpu s  {wall:6.2f} wall s")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-asns", type=int, default=4)
@@ -138,6 +170,8 @@ def main(argv=None):
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--no-sequential", action="store_true")
+    parser.add_argument("--malloc-check", action="store_true",
+                        help="also time one ASN with and without MALLOC_TRIM_THRESHOLD_=65536")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of every configuration, interleaved; the fastest is shown")
     opts = parser.parse_args(argv)
@@ -150,6 +184,9 @@ def main(argv=None):
         print(f"{len(asns)} ASNs ({size:.0f} MB of calints, {opts.nints} integrations, "
               f"5 exposures each) simulated in {time.perf_counter() - t0:.1f} s; "
               f"{os.cpu_count()} cores; python {sys.version.split()[0]}")
+        if opts.malloc_check:
+            for _ in range(opts.repeat):
+                malloc_check(asns[0], workdir / "out_malloc")
         spare = free_cores()
         print(f"probe: two busy processes got {spare:.2f} cores together (2.00 on an idle "
               f"2-core box); load average {os.getloadavg()[0]:.2f}")

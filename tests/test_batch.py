@@ -223,3 +223,13 @@ def test_real_scheduler_and_worker(dask_cluster, first_run, asns, tmp_path, caps
         assert model.data.shape == (2, 320 + 14, 320 + 14)
         assert model.meta.cal_step.instance["fix_bad_pixels"] == "SKIPPED"
         assert model.meta.cal_step.instance["subtract_median"] == "COMPLETE"
+
+
+def test_local_workers_keep_glibc_adaptive_malloc():
+    from jwst_klipprep.batch.runner import _worker_environ
+
+    environ = _worker_environ()
+    assert "MALLOC_TRIM_THRESHOLD_" not in environ
+    assert str(environ["OMP_NUM_THREADS"]) == "1"  # one numpy thread per single-threaded worker
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 1000}):
+        assert _worker_environ()["MALLOC_TRIM_THRESHOLD_"] == 1000  # the user's own value

@@ -241,6 +241,7 @@ def _has_bokeh():
 
 
 def _start_client(scheduler, n_workers, memory_limit):
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -250,12 +251,29 @@ def _start_client(scheduler, n_workers, memory_limit):
         n_workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                      else os.cpu_count() or 1)
     n_workers = int(n_workers)
-    cluster = LocalCluster(
-        n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        memory_limit=memory_limit or "auto",
-        dashboard_address="127.0.0.1:0",  # a free port (the scheduler's HTTP server runs anyway)
-    )
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+        cluster = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            memory_limit=memory_limit or "auto",
+            dashboard_address="127.0.0.1:0",  # a free port (the scheduler's HTTP server runs)
+        )
     return Client(cluster), cluster
+
+
+def _worker_environ():
+    """Dask's environment for new worker processes, without its default MALLOC_TRIM_THRESHOLD_.
+
+    Setting that variable turns off glibc's adaptive mmap threshold, so every array above 128 kB
+    is mapped and unmapped again: the pipeline then costs ~10 % more CPU
+    (``python benchmarks/bench_batch.py --malloc-check``). A value set by the user is kept.
+    """
+    import dask
+    import distributed  # noqa: F401 - its configuration defaults
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    if str(environ.get("MALLOC_TRIM_THRESHOLD_")) == "65536":  # Dask's default
+        del environ["MALLOC_TRIM_THRESHOLD_"]
+    return environ
 
 
 def _slow_exit(record):
