@@ -151,8 +151,7 @@ def run_demo(outdir="klipprep_demo", *, instrument="NIRCAM", nints=10, seed=0, o
             output_dir=str(products_dir),
             # the dataset was made with the built-in optics: centre against the same model
             # (exact optics), so each exposure can be placed by its own centring measurement
-            steps={"pad_frames": {"npix": [20]},
-                   "recenter_frames": ({"psf_model": "stpsf", "opd": str(opd)} if opd
+            steps={"recenter_frames": ({"psf_model": "stpsf", "opd": str(opd)} if opd
                                        else {"psf_model": "builtin"}),
                    "align_frames": {"use_recenter": True}},
         )

@@ -14,7 +14,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LIGHT_ARGS = (
     "--steps.fix_bad_pixels.skip=True", "--steps.recenter_frames.skip=True",
     "--steps.update_nircam_centers.skip=True", "--steps.subtract_median.skip=True",
-    "--steps.pad_frames.npix=4", "--save_diagnostics=False",
+    "--save_diagnostics=False",
 )
 
 

@@ -214,7 +214,7 @@ def test_real_scheduler_and_worker(dask_cluster, first_run, asns, tmp_path, caps
 
     pars = tmp_path / "pars.asdf"
     KlipPrepPipeline(save_diagnostics=False, steps={
-        "pad_frames": {"npix": [7]}, "fix_bad_pixels": {"skip": True},
+        "pad_frames": {"skip": False, "npix": [7]}, "fix_bad_pixels": {"skip": True},
         "recenter_frames": {"skip": True}}).export_config(str(pars))
     rc = main(["batch", str(pars), str(asns[1]), f"--output_dir={fresh}", "--scheduler",
                dask_cluster, "--force"])
