@@ -13,6 +13,7 @@ from jwst_klipprep.keywords import (
     get_center_yx,
     set_center_err_yx,
     set_center_yx,
+    set_fits_keyword,
 )
 
 SCALE = 0.063
@@ -105,3 +106,14 @@ def test_fill_nans_flags_and_clears_non_science(cube):
     assert np.all(cube.dq[0, 0, :] == 1)
     assert cube.dq[1, 3, 3] == 512
     assert cube.dq[0, 2, 3] & 1
+
+
+def test_non_finite_keyword_is_left_out_and_the_file_saves(any_model, tmp_path):
+    """No NaN ever reaches a FITS header: the keyword is dropped (an old value removed)."""
+    set_fits_keyword(any_model, "ALGERRX", 0.25, "a measured value")
+    set_fits_keyword(any_model, "ALGERRX", float("nan"), "not measured this time")
+    set_fits_keyword(any_model, "ALGERRY", np.float32(np.inf))
+    path = tmp_path / "x_calints.fits"
+    any_model.save(path)
+    with fits.open(path) as hdul:
+        assert "ALGERRX" not in hdul["SCI"].header and "ALGERRY" not in hdul["SCI"].header
