@@ -109,6 +109,63 @@ def test_private_use_detector_finds_each_form(tmp_path):
     }
 
 
+#: Layers of docs/developer.rst, bottom up (first matching prefix); a module imports only from
+#: its own layer or below.
+LAYERS = (
+    ("algorithms",),
+    ("psf",),
+    ("_offline", "integration", "datamodel_arrays", "keywords", "geometry", "provenance", "roles",
+     "transmission", "reference_data", "validation", "outputs"),
+    ("base",),
+    ("steps",),
+    ("pipeline", "consumers", "diagnostics"),
+    ("cli", "batch", "demo", "simulate"),
+)
+
+
+def _layer(module):
+    top = module.split(".")[0]
+    for i, names in enumerate(LAYERS):
+        if top in names:
+            return i
+    raise AssertionError(f"jwst_klipprep.{module} is in no layer of docs/developer.rst")
+
+
+def _package_imports(path):
+    """Modules of the package (dotted, without ``jwst_klipprep.``) that ``path`` imports."""
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    package = list(rel.parts[:-1])
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            elif node.module and node.module.startswith("jwst_klipprep."):
+                module = node.module.removeprefix("jwst_klipprep.")
+            else:
+                continue
+            if module:
+                out.add(module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name.removeprefix("jwst_klipprep.") for a in node.names
+                    if a.name.startswith("jwst_klipprep.")}
+    return out
+
+
+def test_imports_follow_the_layers():
+    backwards = []
+    for module in _modules():
+        src = module.removesuffix(".py").replace("/", ".")
+        if src == "__init__":
+            continue
+        for target in _package_imports(PACKAGE / module):
+            if _layer(target) > _layer(src):
+                backwards.append(f"{src} -> {target}")
+    assert backwards == []
+    assert _layer("steps.pad_frames_step") > _layer("algorithms.padding")  # the check can fail
+
+
 def test_integration_lists_every_step_module():
     listed = {class_path.rsplit(".", 1)[0] for class_path, *_ in STEPS}
     on_disk = {"jwst_klipprep." + m.removesuffix(".py").replace("/", ".") for m in _modules()
