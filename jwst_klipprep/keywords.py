@@ -15,6 +15,8 @@
 See ``docs/conventions.rst`` for the meaning of every keyword.
 """
 
+import logging
+
 import numpy as np
 
 from jwst_klipprep.datamodel_arrays import model_name
@@ -29,6 +31,8 @@ __all__ = [
     "set_center_yx",
     "set_fits_keyword",
 ]
+
+log = logging.getLogger(__name__)
 
 _CENTER_KEYS = {"mask": ("MASKCENX", "MASKCENY"), "star": ("STARCENX", "STARCENY")}
 _CENTER_COMMENTS = {
@@ -60,6 +64,13 @@ def _get_keyword(model, key, extension="SCI"):
 
 def _set_keyword(model, key, value, comment="", extension="SCI"):
     header = _extra_header(model, extension)
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        # FITS headers cannot hold NaN/inf (the save would fail): a value that could not be
+        # measured is left out, and an earlier value of the keyword removed
+        log.warning("%s: %s = %s not written to the %s header (not finite)", model_name(model),
+                    key, value, extension)
+        header[:] = [card for card in header if card[0] != key]
+        return
     for card in header:
         if card[0] == key:
             card[1] = value
