@@ -91,10 +91,10 @@ def _dask_run(asns, out, n_workers, args):
     from distributed import Client, LocalCluster
 
     from jwst_klipprep.batch import run_batch
-    from jwst_klipprep.batch.runner import _close_quietly, _worker_environ
+    from jwst_klipprep.batch.runner import close_cluster_quietly, worker_environ
 
     t0 = time.perf_counter()
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address="127.0.0.1:0")
     client = Client(cluster)
@@ -108,7 +108,7 @@ def _dask_run(asns, out, n_workers, args):
         wall = time.perf_counter() - t0
     finally:
         client.close()
-        _close_quietly(cluster)
+        close_cluster_quietly(cluster)
     assert (table["status"] == "ok").all(), table["asn", "status", "error"]
     per_worker = {}
     for row in table:

@@ -2,7 +2,7 @@
 
 ``stpipe`` calls :func:`get_steps` on every ``strun`` / ``stpipe list``, so this module imports
 nothing heavy.  The aliases here are the only way an alias becomes resolvable by ``strun``;
-``tests/test_integration.py`` checks that they match each class's ``class_alias``.
+``tests/test_plugin.py`` checks that they match each class's ``class_alias``.
 """
 
 __all__ = ["ALL_SUFFIXES", "STEPS", "get_steps"]

@@ -49,30 +49,28 @@ _ERR_COMMENTS = {
 ORIGINAL_OFFSET_KEYS = ("XOFFORIG", "YOFFORIG")
 
 
-def _sci_header(model):
-    """The list of extra SCI header cards ([key, value, comment]) of the model."""
+def _extra_header(model, extension):
+    """The list of extra header cards ([key, value, comment]) of ``extension`` (SCI, PRIMARY)."""
     extra = model.instance.setdefault("extra_fits", {})
-    sci = extra.setdefault("SCI", {})
-    return sci.setdefault("header", [])
+    return extra.setdefault(extension, {}).setdefault("header", [])
 
 
-def _get_sci_keyword(model, key):
-    for card in model.instance.get("extra_fits", {}).get("SCI", {}).get("header", []):
+def _get_keyword(model, key, extension="SCI"):
+    for card in model.instance.get("extra_fits", {}).get(extension, {}).get("header", []):
         if card[0] == key:
             return card[1]
     return None
 
 
-def _set_sci_keyword(model, key, value, comment=""):
+def _set_keyword(model, key, value, comment="", extension="SCI"):
+    header = _extra_header(model, extension)
     if isinstance(value, (float, np.floating)) and not np.isfinite(value):
         # FITS headers cannot hold NaN/inf (the save would fail): a value that could not be
         # measured is left out, and an earlier value of the keyword removed
-        log.warning("%s: %s = %s not written to the SCI header (not finite)", model_name(model),
-                    key, value)
-        header = _sci_header(model)
+        log.warning("%s: %s = %s not written to the %s header (not finite)", model_name(model),
+                    key, value, extension)
         header[:] = [card for card in header if card[0] != key]
         return
-    header = _sci_header(model)
     for card in header:
         if card[0] == key:
             card[1] = value
@@ -82,7 +80,7 @@ def _set_sci_keyword(model, key, value, comment=""):
 
 def set_fits_keyword(model, key, value, comment=""):
     """Write a keyword into the SCI header of the saved file (a FITS-visible summary)."""
-    _set_sci_keyword(model, key, value, comment)
+    _set_keyword(model, key, value, comment)
 
 
 def _pixel_scale_arcsec(model):
@@ -96,23 +94,6 @@ def _pixel_scale_arcsec(model):
     return None
 
 
-def _get_primary_keyword(model, key):
-    for card in model.instance.get("extra_fits", {}).get("PRIMARY", {}).get("header", []):
-        if card[0] == key:
-            return card[1]
-    return None
-
-
-def _set_primary_keyword(model, key, value, comment=""):
-    extra = model.instance.setdefault("extra_fits", {})
-    header = extra.setdefault("PRIMARY", {}).setdefault("header", [])
-    for card in header:
-        if card[0] == key:
-            card[1] = value
-            return
-    header.append([key, value, comment])
-
-
 def dither_offset_yx(model, *, original=False):
     """The commanded dither offset in pixels, 0-indexed ``(dy, dx)``.
 
@@ -123,7 +104,7 @@ def dither_offset_yx(model, *, original=False):
     """
     x, y = model.meta.dither.x_offset, model.meta.dither.y_offset
     if original:
-        ox, oy = (_get_primary_keyword(model, k) for k in ORIGINAL_OFFSET_KEYS)
+        ox, oy = (_get_keyword(model, k, "PRIMARY") for k in ORIGINAL_OFFSET_KEYS)
         if ox is not None and oy is not None:
             x, y = ox, oy
     scale = _pixel_scale_arcsec(model)
@@ -151,7 +132,7 @@ def get_center_yx(model, which="crpix"):
     if which not in _CENTER_KEYS:
         raise ValueError(f"unknown centre {which!r}; use 'crpix', 'mask' or 'star'")
     key_x, key_y = _CENTER_KEYS[which]
-    x, y = _get_sci_keyword(model, key_x), _get_sci_keyword(model, key_y)
+    x, y = _get_keyword(model, key_x), _get_keyword(model, key_y)
     if x is None or y is None:
         if which == "mask":
             return get_center_yx(model, "crpix")
@@ -172,8 +153,8 @@ def set_center_yx(model, which, center_yx, err_yx=None):
         model.meta.wcsinfo.crpix2 = y + 1.0
         return
     key_x, key_y = _CENTER_KEYS[which]
-    _set_sci_keyword(model, key_x, x + 1.0, _CENTER_COMMENTS[which])
-    _set_sci_keyword(model, key_y, y + 1.0, _CENTER_COMMENTS[which])
+    _set_keyword(model, key_x, x + 1.0, _CENTER_COMMENTS[which])
+    _set_keyword(model, key_y, y + 1.0, _CENTER_COMMENTS[which])
     if err_yx is not None:
         set_center_err_yx(model, which, err_yx)
 
@@ -182,7 +163,7 @@ def get_center_err_yx(model, which):
     """The recorded 1-sigma uncertainty ``(y, x)`` in pixels of the mask or star, or None."""
     if which not in _ERR_KEYS:
         raise ValueError(f"unknown centre {which!r}; use 'mask' or 'star'")
-    x, y = (_get_sci_keyword(model, k) for k in _ERR_KEYS[which])
+    x, y = (_get_keyword(model, k) for k in _ERR_KEYS[which])
     if x is None or y is None:
         return None
     return (float(y), float(x))
@@ -199,8 +180,8 @@ def set_center_err_yx(model, which, err_yx):
     if not (np.isfinite(ex) and np.isfinite(ey) and ex >= 0 and ey >= 0):
         raise ValueError(f"{model_name(model)}: invalid {which} uncertainty {err_yx!r}")
     key_x, key_y = _ERR_KEYS[which]
-    _set_sci_keyword(model, key_x, ex, _ERR_COMMENTS[which])
-    _set_sci_keyword(model, key_y, ey, _ERR_COMMENTS[which])
+    _set_keyword(model, key_x, ex, _ERR_COMMENTS[which])
+    _set_keyword(model, key_y, ey, _ERR_COMMENTS[which])
 
 
 def finalize_star_keywords(model):
@@ -213,11 +194,11 @@ def finalize_star_keywords(model):
     """
     x, y = model.meta.dither.x_offset, model.meta.dither.y_offset
     set_center_yx(model, "star", get_center_yx(model, "star"))
-    if _get_primary_keyword(model, ORIGINAL_OFFSET_KEYS[0]) is None:
-        _set_primary_keyword(model, ORIGINAL_OFFSET_KEYS[0], float(x or 0.0),
-                             "commanded XOFFSET (arcsec); included in STARCENX")
-        _set_primary_keyword(model, ORIGINAL_OFFSET_KEYS[1], float(y or 0.0),
-                             "commanded YOFFSET (arcsec); included in STARCENY")
+    if _get_keyword(model, ORIGINAL_OFFSET_KEYS[0], "PRIMARY") is None:
+        _set_keyword(model, ORIGINAL_OFFSET_KEYS[0], float(x or 0.0),
+                     "commanded XOFFSET (arcsec); included in STARCENX", "PRIMARY")
+        _set_keyword(model, ORIGINAL_OFFSET_KEYS[1], float(y or 0.0),
+                     "commanded YOFFSET (arcsec); included in STARCENY", "PRIMARY")
     elif not x and not y:
         return False
     if x is not None or y is not None:

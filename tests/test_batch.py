@@ -226,10 +226,10 @@ def test_real_scheduler_and_worker(dask_cluster, first_run, asns, tmp_path, caps
 
 
 def test_local_workers_keep_glibc_adaptive_malloc():
-    from jwst_klipprep.batch.runner import _worker_environ
+    from jwst_klipprep.batch.runner import worker_environ
 
-    environ = _worker_environ()
+    environ = worker_environ()
     assert "MALLOC_TRIM_THRESHOLD_" not in environ
     assert str(environ["OMP_NUM_THREADS"]) == "1"  # one numpy thread per single-threaded worker
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 1000}):
-        assert _worker_environ()["MALLOC_TRIM_THRESHOLD_"] == 1000  # the user's own value
+        assert worker_environ()["MALLOC_TRIM_THRESHOLD_"] == 1000  # the user's own value

@@ -2,8 +2,10 @@
 
 This module gathers the public names of three modules split along their seams:
 `jwst_klipprep.algorithms.robust_stats` (sigma-clipped medians and their errors),
-`jwst_klipprep.algorithms.background_exposures` (dedicated background exposures) and
-`jwst_klipprep.algorithms.background_level` (per-integration levels, source masks).
+`jwst_klipprep.algorithms.background_exposures` (combining and subtracting dedicated
+background exposures), `jwst_klipprep.algorithms.background_scale` (the per-integration scale
+of such a background) and `jwst_klipprep.algorithms.background_level` (per-integration levels,
+source masks).
 
 Two families of operations on ``(nints, ny, nx)`` arrays, with no datamodels:
 
@@ -36,12 +38,10 @@ for large ``n`` and is 1 for ``n <= 2`` (see `median_error_factor`).
 """
 from jwst_klipprep.algorithms.background_exposures import (
     CombinedBackground,
-    ScaleFit,
     SubtractedBackground,
     assign_background_chunks,
     chunk_slices,
     combine_background,
-    fit_background_scale,
     subtract_combined_background,
 )
 from jwst_klipprep.algorithms.background_level import (
@@ -50,6 +50,7 @@ from jwst_klipprep.algorithms.background_level import (
     estimate_level,
     select_background_pixels,
 )
+from jwst_klipprep.algorithms.background_scale import ScaleFit, fit_background_scale
 from jwst_klipprep.algorithms.robust_stats import median_error_factor
 
 __all__ = [

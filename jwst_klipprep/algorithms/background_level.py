@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage
 
-from jwst_klipprep.algorithms.background_exposures import fit_background_scale
+from jwst_klipprep.algorithms.background_scale import fit_background_scale
 from jwst_klipprep.algorithms.robust_stats import (
     as_float_array,
     as_mask,

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from astropy.table import Table
 
-__all__ = ["SUMMARY_NAME", "expected_products", "find_asns", "product_is_complete", "run_batch"]
+__all__ = ["SUMMARY_NAME", "close_cluster_quietly", "expected_products", "find_asns",
+           "product_is_complete", "run_batch", "worker_environ"]
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def _start_client(scheduler, n_workers, memory_limit):
         n_workers = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                      else os.cpu_count() or 1)
     n_workers = int(n_workers)
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": _worker_environ()}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ()}):
         cluster = LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
             memory_limit=memory_limit or "auto",
@@ -260,7 +261,7 @@ def _start_client(scheduler, n_workers, memory_limit):
     return Client(cluster), cluster
 
 
-def _worker_environ():
+def worker_environ():
     """Dask's environment for new worker processes, without its default MALLOC_TRIM_THRESHOLD_.
 
     Setting that variable turns off glibc's adaptive mmap threshold, so every array above 128 kB
@@ -280,7 +281,7 @@ def _slow_exit(record):
     return "Worker process still alive after" not in record.getMessage()
 
 
-def _close_quietly(cluster):
+def close_cluster_quietly(cluster):
     """Close a local cluster. Every result is in by then: a worker process slow to exit on a
     busy machine (Dask kills it after 4 s, with a warning) loses nothing, so that warning is
     dropped."""
@@ -383,7 +384,7 @@ def run_batch(asns, output_dir, *, scheduler=None, n_workers=None, memory_limit=
     finally:
         client.close()
         if cluster is not None:
-            _close_quietly(cluster)
+            close_cluster_quietly(cluster)
     table = _write_summary(rows, summary)
     counts = {s: int((table["status"] == s).sum()) for s in ("ok", "skipped", "failed")}
     echo(f"klipprep batch: {counts['ok']} ok, {counts['skipped']} skipped, {counts['failed']} "

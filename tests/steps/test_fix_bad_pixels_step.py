@@ -180,7 +180,7 @@ def _source_mask(e):
 def test_association_defects_found_sources_untouched(tmp_path):
     from jwst.datamodels import ModelContainer
 
-    from jwst_klipprep.diagnostics_badpix import write_defect_map
+    from jwst_klipprep.diagnostics import write_defect_map
 
     built = [_exposure(e) for e in range(4)]
     container = ModelContainer([m for m, _ in built])
