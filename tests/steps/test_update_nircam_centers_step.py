@@ -77,3 +77,21 @@ def test_miri_skipped(caplog):
     assert result.meta.cal_step.instance["update_nircam_centers"] == "SKIPPED"
     assert "not NIRCam: skipped" in caplog.text
     assert result.meta.wcsinfo.crpix1 == model.meta.wcsinfo.crpix1
+
+
+def test_fast_siaf_lookup_matches_pysiaf():
+    """The XML lookup (no pysiaf import) gives pysiaf's reference points and PRD version."""
+    import pysiaf
+
+    from jwst_klipprep import reference_data
+
+    siaf = reference_data._siaf("NIRCam")
+    names = [n for n in siaf.apernames if "MASK" in n or "CORON" in n]
+    assert len(names) > 20
+    for name in names:
+        ap = siaf[name]
+        expected = None if ap.XSciRef is None else (float(ap.XSciRef), float(ap.YSciRef))
+        got = reference_data._siaf_xml_reference("NIRCam").get(name)
+        assert got == expected, name
+    assert reference_data.siaf_version() == pysiaf.JWST_PRD_VERSION
+    assert reference_data.siaf_reference_xy("NIRCam", "NO_SUCH_APERTURE") is None
