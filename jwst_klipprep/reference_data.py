@@ -52,8 +52,57 @@ def _siaf(instrument):
         return pysiaf.Siaf(instrument)
 
 
+@functools.lru_cache(maxsize=1)
+def _prd_root():
+    """(PRD version, SIAF XML folder) of the installed pysiaf, found without importing it.
+
+    Importing pysiaf and building a ``Siaf`` costs ~1 s of CPU (its imports and every aperture
+    of the instrument); reading the reference point of one aperture from the same XML file
+    costs ~0.1 s. The version is chosen as pysiaf chooses it (``pysiaf.constants``: the last of
+    the sorted ``prd_data/JWST/*`` folders, the old ``PRDOPSSOC-<letter>-###`` names excluded).
+    None when pysiaf or its data cannot be found this way (the caller then uses pysiaf).
+    """
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("pysiaf")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    jwst = Path(next(iter(spec.submodule_search_locations))) / "prd_data" / "JWST"
+    versions = sorted(p.name for p in jwst.glob("*"))
+    versions = [v for v in versions if not re.match(r"^[A-Z]-\d+", v.split("PRDOPSSOC-")[1])]
+    if not versions:
+        return None
+    root = jwst / versions[-1] / "SIAFXML" / "SIAFXML"
+    return (versions[-1], root) if root.is_dir() else None
+
+
+@functools.lru_cache(maxsize=4)
+def _siaf_xml_reference(instrument):
+    """``{AperName: (XSciRef, YSciRef)}`` from the installed pysiaf's SIAF XML, or None."""
+    import xml.etree.ElementTree as ET
+
+    found = _prd_root()
+    if found is None:
+        return None
+    path = found[1] / f"{instrument}_SIAF.xml"
+    try:
+        root = ET.parse(path).getroot()
+        out = {}
+        for ap in root:
+            x, y = ap.findtext("XSciRef"), ap.findtext("YSciRef")
+            if x not in (None, "", "None") and y not in (None, "", "None"):
+                out[ap.findtext("AperName")] = (float(x), float(y))
+        return out
+    except (OSError, ET.ParseError, ValueError):
+        return None
+
+
 def siaf_reference_xy(instrument, aperture):
     """SIAF ``(XSciRef, YSciRef)`` (1-indexed) of an aperture, or None if SIAF lacks it."""
+    table = _siaf_xml_reference(instrument)
+    if table is not None and aperture in table:
+        return table[aperture]
     siaf = _siaf(instrument)
     if aperture not in siaf.apernames:
         return None
@@ -63,6 +112,9 @@ def siaf_reference_xy(instrument, aperture):
 
 def siaf_version():
     """The PRD version of the installed pysiaf."""
+    found = _prd_root()
+    if found is not None:
+        return found[0]
     import pysiaf
 
     return str(getattr(pysiaf, "JWST_PRD_VERSION", "unknown"))

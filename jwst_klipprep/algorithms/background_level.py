@@ -22,6 +22,7 @@ from jwst_klipprep.algorithms.robust_stats import (
     check_sigma,
     clipped_stats,
     median_error_factor,
+    nanmedian_axis0,
     scatter_sigma,
     subsample,
 )
@@ -251,7 +252,7 @@ def estimate_level(data, *, bad=None, method="masked", border_width=32, sigma=3.
                 # remove each frame's own level first, so that the mask does not depend on
                 # the pedestals (the estimate stays shift-equivariant)
                 frame_level = np.nanmedian(x.reshape(x.shape[0], -1), axis=1)
-                x = np.nanmedian(x - frame_level[:, None, None], axis=0)[None]
+                x = nanmedian_axis0(x - frame_level[:, None, None])[None]
         usable = usable & ~_source_mask(x, threshold=threshold, dilate=dilate, smooth=smooth)
     nints = data.shape[0]
     st = clipped_stats(np.where(usable, data, np.nan).reshape(nints, -1), sigma=sigma,

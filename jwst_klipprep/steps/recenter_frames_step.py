@@ -5,6 +5,7 @@ import logging
 import numpy as np
 
 from jwst_klipprep import __version__
+from jwst_klipprep.algorithms.background_exposures import combine_background
 from jwst_klipprep.algorithms.centering import extract_stamp, measure_star_offset
 from jwst_klipprep.algorithms.registration import measure_shift
 from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError
@@ -61,6 +62,7 @@ class RecenterFramesStep(KlipPrepStep):
         opd_slice = integer(default=None, min=0)  # Slice of an OPD cube
         si_wfe = boolean(default=True)  # stpsf: include the instrument wavefront (when the stpsf data have it); defines the star position convention
         pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 1024
+        per_integration = boolean(default=False)  # Fit every integration and combine the offsets (False: one fit on the exposure's sigma-clipped integration median)
     """  # noqa: E501
 
     def process(self, step_input):
@@ -120,6 +122,8 @@ class RecenterFramesStep(KlipPrepStep):
         data, origin, center = extract_stamp(arrays.data, mask_yx, half)
         err, _, _ = extract_stamp(arrays.err, mask_yx, half)
         bad_stamp, _, _ = extract_stamp(bad, mask_yx, half, fill=True)
+        if not self.per_integration:
+            data, err, bad_stamp = _median_stamp(data, err, bad_stamp)
         weights = self._weights(model, arrays.shape[-2:], mask_yx, half)
         options = self._model_options(model)
         psf = self._model(model, data.shape[-2:], center, options)
@@ -146,8 +150,12 @@ class RecenterFramesStep(KlipPrepStep):
             model, self.class_alias, psf_model=self._backend, psf_model_version=self._version,
             fidelity_warning=self._fidelity, mask_center_yx=list(mask_yx),
             star_offset_yx=fit.combined_yx, star_offset_err_yx=fit.combined_err_yx,
-            star_offset_per_integration_yx=fit.offset_yx,
-            star_offset_err_per_integration_yx=fit.offset_err_yx, scale=fit.scale,
+            per_integration=bool(self.per_integration),
+            fitted_frames="integrations" if self.per_integration else "integration median",
+            **({"star_offset_per_integration_yx": fit.offset_yx,
+                "star_offset_err_per_integration_yx": fit.offset_err_yx}
+               if self.per_integration else {}),
+            scale=fit.scale,
             chi2_red=fit.chi2_red, used=fit.used, model_evaluations=int(fit.nmodel),
             converged=bool(fit.converged), star_center_yx=list(star_yx),
             target_center_yx=list(target), applied_shift_yx=np.tile(shift, (arrays.shape[0], 1)),
@@ -266,6 +274,22 @@ class RecenterFramesStep(KlipPrepStep):
             )
         except ValueError as exc:
             raise InputError(f"recenter_frames: {exc}") from None
+
+
+def _median_stamp(data, err, bad):
+    """The exposure's integration median on the stamp, its error and its bad pixels.
+
+    Sigma-clipped median over the integrations of the valid pixels (finite, not ``bad``);
+    its error is the larger of the ERR-based and the scatter-based error of a median
+    (`~jwst_klipprep.algorithms.background_exposures.combine_background`, ``error_method="max"``),
+    so a star that moved during the exposure is not given a too-small error. Returns arrays of
+    shape (1, ny, nx).
+    """
+    if data.shape[0] == 1:
+        return data, err, bad
+    med = combine_background(data, err=err, bad=bad, error_method="max")
+    bad = ~med.valid | ~np.isfinite(med.err) | (med.err <= 0)
+    return med.image, med.err, bad
 
 
 def _optics_note(options):

@@ -69,10 +69,11 @@ class SubtractMedianStep(KlipPrepStep):
             arrays.dq = np.where(dead[:, None, None], arrays.dq | np.uint32(DO_NOT_USE),
                                  arrays.dq)
         live = ~dead
-        level = np.where(live, est.level, 0.0)[:, None, None]
-        level_var = np.where(live, est.error**2, 0.0)[:, None, None]
+        # float32 arithmetic (the products are float32): no float64 copies of the cubes
+        level = np.where(live, est.level, 0.0).astype(np.float32)[:, None, None]
+        level_var = np.where(live, est.error**2, 0.0).astype(np.float32)[:, None, None]
         arrays.data = arrays.data - level
-        arrays.err = np.sqrt(arrays.err.astype(np.float64) ** 2 + level_var)
+        arrays.err = np.sqrt(np.square(arrays.err, dtype=np.float32) + level_var)
         if "var_rnoise" in arrays.var:
             arrays.var["var_rnoise"] = arrays.var["var_rnoise"] + level_var
         arrays.to_model(model)

@@ -138,3 +138,24 @@ def test_stpsf_backend_recovers_an_stpsf_star(monkeypatch):
     assert rec["si_image_shift_yx"][0] == pytest.approx(-0.6, abs=0.15)
     assert abs(rec["si_image_shift_yx"][1]) < 0.1
     assert (Path.home() / "data").exists() == home_data  # stpsf never created ~/data
+
+
+def test_median_fit_by_default_and_per_integration_on_request(psf):
+    model = _model(psf, nints=5, seed=3)
+    model.data[2, 30:50, 30:50] += 40.0  # a transient in one integration: clipped by the median
+    model.dq[3, 35, 35] = 1
+    model.data[3, 35, 35] = np.nan
+    median = RecenterFramesStep.call(model, psf_model="builtin", apply=False)
+    rec = median.meta.instance["klipprep"]["recenter_frames"]
+    assert rec["per_integration"] is False and rec["fitted_frames"] == "integration median"
+    assert "star_offset_per_integration_yx" not in rec
+    assert len(rec["chi2_red"]) == 1
+    assert rec["star_offset_yx"] == pytest.approx(OFFSET_YX, abs=0.005)
+    # error of a median of 5 noisy integrations: larger than one of their mean, but small
+    assert 0.0002 < max(rec["star_offset_err_yx"]) < 0.005
+    clean = _model(psf, nints=5, seed=3)
+    per = RecenterFramesStep.call(clean, psf_model="builtin", apply=False, per_integration=True)
+    rec = per.meta.instance["klipprep"]["recenter_frames"]
+    assert rec["per_integration"] is True and rec["fitted_frames"] == "integrations"
+    assert np.shape(rec["star_offset_per_integration_yx"]) == (5, 2)
+    assert rec["star_offset_yx"] == pytest.approx(OFFSET_YX, abs=0.005)

@@ -77,3 +77,29 @@ def test_miri_skipped(caplog):
     assert result.meta.cal_step.instance["update_nircam_centers"] == "SKIPPED"
     assert "not NIRCam: skipped" in caplog.text
     assert result.meta.wcsinfo.crpix1 == model.meta.wcsinfo.crpix1
+
+
+
+def test_fast_siaf_lookup_matches_pysiaf():
+    """The lookup reads pysiaf's XML without importing pysiaf and gives pysiaf's values."""
+    import json
+    import subprocess
+    import sys
+
+    import pysiaf
+
+    siaf = pysiaf.Siaf("NIRCam")
+    names = [n for n in siaf.apernames if "MASK" in n or "CORON" in n]
+    assert len(names) > 20
+    code = ("import json, sys; from jwst_klipprep.reference_data import siaf_reference_xy, "
+            "siaf_version; out = {n: siaf_reference_xy('NIRCam', n) for n in json.loads("
+            "sys.argv[1])}; print(json.dumps([out, siaf_version(), 'pysiaf' in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(names)], capture_output=True,
+                          text=True, check=True)
+    got, version, imported = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not imported  # the fast path: ~1 s of CPU less than importing pysiaf
+    assert version == pysiaf.JWST_PRD_VERSION
+    for name in names:
+        ap = siaf[name]
+        expected = None if ap.XSciRef is None else [float(ap.XSciRef), float(ap.YSciRef)]
+        assert got[name] == expected, name
