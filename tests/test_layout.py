@@ -20,10 +20,6 @@ OVERSIZED = {"centering.py": 505}
 PRIVATE_USES = {
     "benchmarks/bench_recenter.py: jwst_klipprep.psf.opd._zernike_terms",
     "tests/test_psf_builtin.py: jwst_klipprep.psf.builtin._psf_cached",
-    # the perf2 branch's SIAF reader (make these public or test through siaf_reference_xy)
-    "tests/steps/test_update_nircam_centers_step.py: jwst_klipprep.reference_data._siaf",
-    "tests/steps/test_update_nircam_centers_step.py: "
-    "jwst_klipprep.reference_data._siaf_xml_reference",
 }
 
 
