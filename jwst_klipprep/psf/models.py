@@ -25,6 +25,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import scipy.ndimage
@@ -36,7 +37,7 @@ from jwst_klipprep.psf.opd import OpdSpec, pupil_file
 __all__ = [
     "BACKENDS", "StpsfOptions", "file_psf_function", "place_stamp", "psf_frame", "psf_function",
     "quiet_pysiaf", "resolve_backend", "si_wfe_available", "stpsf_data_path", "stpsf_version",
-    "unocculted_stpsf_psf",
+    "SYSTEMATIC_FLOOR_MAS", "systematic_floor_mas", "unocculted_stpsf_psf",
 ]
 
 #: Backend names a user may give (``auto`` resolves to ``stpsf`` or ``builtin``).
@@ -62,6 +63,41 @@ class StpsfOptions:
     opd: OpdSpec | None = None
     si_wfe: bool = True
     pupil_npix: int = 1024
+
+
+#: Systematic floor of the star position (mas per axis, 1 sigma) for each model configuration:
+#: the error a model mismatch the fit cannot see leaves (the chi2 of the fit flags it, the
+#: statistical error does not cover it). Measured with ``benchmarks/bench_recenter.py``
+#: (stpsf truth, 60-65 nm rms telescope wavefront maps, NIRCam MASK335R, F444W/F335M):
+#: ``stpsf_opd``: an OPD 15 nm rms older than the frames leaves 4.3 mas radial (3.0 per axis);
+#: ``stpsf_no_opd``: an unknown 60-65 nm telescope wavefront leaves 15-47 mas radial (up to
+#: 33 per axis); ``builtin``: the same plus the built-in optics' own 3-10 mas; ``file``: a
+#: user PSF image moved as a whole, at least as coarse. Added in quadrature to the statistical
+#: error by ``recenter_frames`` (its ``systematic_floor`` parameter overrides it).
+SYSTEMATIC_FLOOR_MAS = MappingProxyType(
+    {"stpsf_opd": 4.0, "stpsf_no_opd": 30.0, "builtin": 30.0, "file": 30.0})
+
+
+def systematic_floor_mas(backend, *, opd_given=False):
+    """Systematic floor (mas per axis) of the star position for a model configuration.
+
+    Parameters
+    ----------
+    backend : {"stpsf", "builtin", "file"}
+        Resolved backend (not ``auto``).
+    opd_given : bool, optional
+        stpsf with a measured telescope wavefront (OPD) map.
+
+    Returns
+    -------
+    float
+        See `SYSTEMATIC_FLOOR_MAS`.
+    """
+    if backend == "stpsf":
+        return SYSTEMATIC_FLOOR_MAS["stpsf_opd" if opd_given else "stpsf_no_opd"]
+    if backend not in SYSTEMATIC_FLOOR_MAS:
+        raise ValueError(f"unknown PSF backend {backend!r} (expected stpsf, builtin or file)")
+    return SYSTEMATIC_FLOOR_MAS[backend]
 
 
 #: What the package used before the instrument wavefront was modelled (kept for comparisons).
