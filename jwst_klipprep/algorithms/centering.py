@@ -296,18 +296,17 @@ def _groups(position):
     return groups
 
 
-class _ModelCache:
-    """Model frames by offset (rounded to 1e-6 px), so shared offsets cost one call."""
+class _CountedModel:
+    """The model callable, shape-checked, with its calls counted (no cache: the caller's
+    model backend caches frames, e.g. `jwst_klipprep.psf.models.MODEL_CACHE`)."""
 
     def __init__(self, model, shape):
-        self.model, self.shape, self.frames, self.calls = model, shape, {}, 0
+        self.model, self.shape, self.calls = model, shape, 0
 
     def __call__(self, offset_yx):
         key = (round(float(offset_yx[0]), 6), round(float(offset_yx[1]), 6))
-        if key not in self.frames:
-            self.frames[key] = _check_model(self.model(key), self.shape)
-            self.calls += 1
-        return self.frames[key]
+        self.calls += 1
+        return _check_model(self.model(key), self.shape)
 
 
 def _broyden(jac, step, dres):
@@ -434,7 +433,7 @@ def measure_star_offset(data, model, *, err=None, bad=None, weights=None, iterat
                              f"{weights.shape}")
         weights = np.broadcast_to(weights, frames.shape)
 
-    models = _ModelCache(model, (ny, nx))
+    models = _CountedModel(model, (ny, nx))
     position = guess.copy()  # model offset of each integration
     jac = np.broadcast_to(-np.eye(2), (nints, 2, 2)).copy()
     last_res = last_pos = None

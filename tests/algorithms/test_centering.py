@@ -13,6 +13,7 @@ from jwst_klipprep.algorithms.centering import (
     measure_star_offset,
 )
 from jwst_klipprep.psf.builtin import coronagraphic_psf
+from jwst_klipprep.psf.models import MODEL_CACHE
 from jwst_klipprep.psf.stamps import StampModel, make_model_callable
 
 SCALE = 0.0629  # arcsec / px (NIRCam LW)
@@ -233,9 +234,12 @@ def test_make_model_callable_builtin_backend_and_cache():
                                 coronagraph="MASK335R", shape=SHAPE, center_yx=CENTER,
                                 pixel_scale=SCALE, nlambda=2, oversample=2)
     assert isinstance(model, StampModel)
+    hits = MODEL_CACHE.hits
     frame = model((0.1, -0.2))
     np.testing.assert_allclose(frame, builtin((0.1, -0.2)))
-    assert model((0.1, -0.2)) is frame and model.calls == 1
+    # one cache level: the second call is served by the PSF model cache, not recomputed
+    assert model((0.1, -0.2)) is frame and model.calls == 2
+    assert MODEL_CACHE.hits == hits + 1
     assert not frame.flags.writeable
     truth = np.array([0.25, 0.1])
     res = measure_star_offset(3e4 * builtin(truth), model, fit_radius=RADIUS, robust=None)
