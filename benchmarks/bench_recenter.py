@@ -828,6 +828,73 @@ def run_issue9(args):
 
 
 # --------------------------------------------------------------------------------------------
+# issue 9, item 4: MIRI 4QPM (measured, not shipped)
+
+MIRI_FOV = 41  # px at 0.11"/px: 4.5"
+MIRI_SNR = 400.0
+
+
+def _miri_function(backend, options=None, filter_name="F1065C", coronagraph="4QPM_1065",
+                   nlambda=3, oversample=OVERSAMPLE):
+    """``f(offset_yx_px) -> (frame, seconds)``: `psf_frame` for MIRI on the MIRI FOV stamp."""
+    from jwst_klipprep.psf import builtin
+    from jwst_klipprep.psf.models import psf_frame
+
+    canonical = builtin.resolve_coronagraph("MIRI", coronagraph).name
+    scale = builtin.default_pixel_scale("MIRI", filter=filter_name)
+    center = ((MIRI_FOV - 1) / 2.0,) * 2
+
+    def function(offset_yx_px):
+        t0 = time.perf_counter()
+        frame = psf_frame(backend, instrument="MIRI", filter_name=filter_name,
+                          canonical=canonical, shape=(MIRI_FOV, MIRI_FOV), center_yx=center,
+                          offset_yx_arcsec=(offset_yx_px[0] * scale, offset_yx_px[1] * scale),
+                          pixel_scale=scale, nlambda=nlambda, oversample=oversample,
+                          options=options)
+        return np.asarray(frame), time.perf_counter() - t0
+
+    return function, scale
+
+
+def run_miri(args):
+    """MIRI 4QPM: stpsf truth frames fitted with the same stpsf optics and with the built-in
+    model (the step skips MIRI; this measures whether it could centre it)."""
+    from jwst_klipprep.psf.models import StpsfOptions
+
+    # stpsf's instrument wavefront for MIRI needs its 1024-pixel pupil (the 256 grid fails
+    # inside stpsf): exact optics here = no instrument wavefront, 256-pixel pupil
+    optics = StpsfOptions(si_wfe=False, pupil_npix=ISSUE9_NPIX)
+    rng = np.random.default_rng(args.seed)
+    truth_fn, scale = _miri_function("stpsf", optics)
+    fitters = [("stpsf, same optics", _miri_function("stpsf", optics)[0]),
+               ("built-in 4QPM model", _miri_function("builtin")[0])]
+    offsets = rng.uniform(-30, 30, size=(args.offsets, 2)) / (scale * MAS)
+    snr_rng = np.random.default_rng(args.seed + 1)
+    center = ((MIRI_FOV - 1) / 2.0,) * 2
+    print(f"# MIRI F1065C 4QPM_1065, stpsf pupil {ISSUE9_NPIX} px (instrument wavefront off), "
+          f"nlambda 3, {args.offsets} offsets within +-30 mas, {ISSUE9_NINTS} integrations, "
+          f"peak S/N {MIRI_SNR:g}, fit radius 8 px (0.9 arcsec)")
+    print("\n| fitted with | N | error median / max (mas) | mean error (dy, dx) mas | "
+          "median sigma (mas) | not converged | s / exposure |")
+    print("|---|---|---|---|---|---|---|")
+    frames = [noisy_frames(truth_fn(off)[0], MIRI_SNR, snr_rng, nints=ISSUE9_NINTS)
+              for off in offsets]
+    for label, fn in fitters:
+        est, sig, secs, bad = [], [], [], 0
+        for data, err in frames:
+            res, seconds = fit_forward(data, err, fn, center=center, radius=8.0)
+            est.append(res.combined_yx)
+            sig.append(res.combined_err_yx)
+            secs.append(seconds)
+            bad += not res.converged
+        diff = (np.array(est) - offsets) * scale * MAS
+        rad = np.hypot(*diff.T)
+        print(f"| {label} | {len(rad)} | {np.median(rad):.2f} / {rad.max():.2f} | "
+              f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | "
+              f"{np.median(sig) * scale * MAS:.3f} | {bad} | {np.mean(secs):.1f} |", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv=None):
@@ -859,7 +926,11 @@ def main(argv=None):
     parser.add_argument("--issue9", action="store_true",
                         help="only the issue-9 table (recenter_frames' stpsf model, OPD input, "
                         "companion separation); --offsets default 6, --wfe-nm default 60")
+    parser.add_argument("--miri", action="store_true",
+                        help="only the MIRI 4QPM table (stpsf truth; --offsets default 4)")
     args = parser.parse_args(argv)
+    if args.miri:
+        args.offsets = args.offsets or 4
     if args.issue9:
         args.offsets = args.offsets or 6
         if "--wfe-nm" not in (argv or __import__("sys").argv):
@@ -880,6 +951,10 @@ def main(argv=None):
         cache = Path(args.cache)
         cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.miri:
+        run_miri(args)
+        print(f"\n(total {time.perf_counter() - t0:.0f} s, machine load included)")
+        return
     if args.issue9:
         run_issue9(args)
         print(f"\n(total {time.perf_counter() - t0:.0f} s; s / exposure = model computation "
