@@ -768,6 +768,25 @@ def run_issue9(args):
               f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | {sigma:.3f} | "
               f"{cover_stat:.1f} / {cover:.2f} ({floor:g}) | {secs:.1f} |", flush=True)
 
+    # what limits the "OPD older" case: the fit region and the weights (same frames)
+    if args.older_variants:
+        name = cases[3][0]
+        fit_fn = _package_function(older)
+        t2 = transmission() ** 2
+        print(f"\nVariants of the fit, case '{name}' (same frames):\n")
+        print("| variant | error median / max (mas) | mean error (dy, dx) mas |")
+        print("|---|---|---|")
+        for label, kw in (("fit_radius 20 (default)", {}), ("fit_radius 10", {"radius": 10.0}),
+                          ("fit_radius 30", {"radius": 30.0}),
+                          ("weights T^2", {"weights": t2}),
+                          ("fit_radius 10, weights T^2", {"radius": 10.0, "weights": t2})):
+            est = np.array([fit_forward(*frames[(with_opd, k)], fit_fn, center=(CENTER, CENTER),
+                                        **kw)[0].combined_yx for k in range(len(offsets))])
+            diff = (est - offsets) * PIXEL_SCALE * MAS
+            rad = np.hypot(*diff.T)
+            print(f"| {label} | {np.median(rad):.2f} / {rad.max():.2f} | "
+                  f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) |", flush=True)
+
     # visit-level fit: the frames of the "no OPD" case, wavefront modes shared by all of them
     if args.visit_fit:
         modes, _ = _global_modes(ISSUE9_NPIX)
@@ -926,6 +945,8 @@ def main(argv=None):
     parser.add_argument("--issue9", action="store_true",
                         help="only the issue-9 table (recenter_frames' stpsf model, OPD input, "
                         "companion separation); --offsets default 6, --wfe-nm default 60")
+    parser.add_argument("--older-variants", action="store_true",
+                        help="--issue9: fit-region and weight variants of the 'OPD older' case")
     parser.add_argument("--miri", action="store_true",
                         help="only the MIRI 4QPM table (stpsf truth; --offsets default 4)")
     args = parser.parse_args(argv)
