@@ -319,14 +319,14 @@ def transmission(pixel_scale=PIXEL_SCALE, shape=(FOV, FOV), center=(CENTER, CENT
 
 
 def fit_forward(data, err, function, *, weights=None, radius=20.0, iterations=2, bad=None,
-                center=None, robust="huber"):
+                center=None, robust="huber", **kw):
     from jwst_klipprep.algorithms.centering import measure_star_offset
 
     model = TimedModel(function)
     t0 = time.perf_counter()
     res = measure_star_offset(data, model, err=err, bad=bad, weights=weights,
                               iterations=iterations, fit_radius=radius, center_yx=center,
-                              robust=robust)
+                              robust=robust, **kw)
     fit_seconds = time.perf_counter() - t0 - model.wall
     return res, model.seconds + fit_seconds
 
@@ -885,8 +885,13 @@ def run_miri(args):
     optics = StpsfOptions(si_wfe=False, pupil_npix=ISSUE9_NPIX)
     rng = np.random.default_rng(args.seed)
     truth_fn, scale = _miri_function("stpsf", optics)
-    fitters = [("stpsf, same optics", _miri_function("stpsf", optics)[0]),
-               ("built-in 4QPM model", _miri_function("builtin")[0])]
+    same = _miri_function("stpsf", optics)[0]
+    built = _miri_function("builtin")[0]
+    fitters = [("stpsf, same optics", same, {}), ("built-in 4QPM model", built, {}),
+               ("stpsf, same optics, FD Jacobian, 5 iterations", same,
+                {"jacobian_step": 0.1, "iterations": 5}),
+               ("built-in, FD Jacobian, 5 iterations", built,
+                {"jacobian_step": 0.1, "iterations": 5})]
     offsets = rng.uniform(-30, 30, size=(args.offsets, 2)) / (scale * MAS)
     snr_rng = np.random.default_rng(args.seed + 1)
     center = ((MIRI_FOV - 1) / 2.0,) * 2
@@ -898,10 +903,10 @@ def run_miri(args):
     print("|---|---|---|---|---|---|---|")
     frames = [noisy_frames(truth_fn(off)[0], MIRI_SNR, snr_rng, nints=ISSUE9_NINTS)
               for off in offsets]
-    for label, fn in fitters:
+    for label, fn, kw in fitters:
         est, sig, secs, bad = [], [], [], 0
         for data, err in frames:
-            res, seconds = fit_forward(data, err, fn, center=center, radius=8.0)
+            res, seconds = fit_forward(data, err, fn, center=center, radius=8.0, **kw)
             est.append(res.combined_yx)
             sig.append(res.combined_err_yx)
             secs.append(seconds)

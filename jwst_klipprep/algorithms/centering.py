@@ -115,7 +115,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_GAIN_LIMITS = (0.3, 3.0)  # accepted range of the secant gain along a step
+_GAIN_LIMITS = (0.3, 10.0)  # accepted range of the secant gain along a step
 _MIN_SECANT_STEP = 2e-3  # px; smaller model moves do not update the secant
 
 
@@ -330,10 +330,30 @@ def _broyden(jac, step, dres):
     return new
 
 
+def _fd_jacobian(models, at, step, *, bad, robust, max_iter):
+    """``J = dr/dm`` at ``at`` by finite differences: the residual shift of the model at
+    ``at + step e_k`` fitted to the model at ``at`` (noise-free, same fit region)."""
+    if not step > 0:
+        raise ValueError(f"jacobian_step must be > 0, got {step!r}")
+    base = models(tuple(at))
+    jac = np.empty((2, 2))
+    for k in range(2):
+        moved = models(tuple(np.add(at, step * np.eye(2)[k])))
+        fit = measure_shift(moved, base[None], bad=(bad | ~np.isfinite(base))[None],
+                            reference_bad=~np.isfinite(moved), fit_scale=True, robust=robust,
+                            max_iter=max_iter)
+        jac[:, k] = np.ravel(fit.shift_yx)[:2] / step
+    if not np.isfinite(jac).all() or np.linalg.cond(jac) > 1e3:
+        log.warning("finite-difference Jacobian unusable (%s); starting from -I",
+                    np.round(jac, 3).tolist())
+        return -np.eye(2)
+    return jac
+
+
 def measure_star_offset(data, model, *, err=None, bad=None, weights=None, iterations=2,
                         guess_yx=(0.0, 0.0), center_yx=None, fit_radius=20.0, tol=2e-3,
                         model_tol=0.05, robust="huber", clip_sigma=3.0, fit_offset=False,
-                        max_iter=50):
+                        max_iter=50, jacobian_step=None):
     """Offset of the star from the mask centre, per integration and combined, by a forward fit.
 
     Parameters
@@ -378,6 +398,13 @@ def measure_star_offset(data, model, *, err=None, bad=None, weights=None, iterat
         Maximum model evaluations of each `measure_shift` fit (its Levenberg-Marquardt loop;
         with robust re-weighting and a large model mismatch it may need more than its default
         20).
+    jacobian_step : float, optional
+        None (default): the secant starts from ``J = -I`` (a gain of 1, right for occulters
+        whose PSF mostly moves with the star, e.g. NIRCam's round masks). A step in px: ``J``
+        is first measured by finite differences of the model at the (first) guess, fitting
+        ``model(guess + step e_k)`` against ``model(guess)`` (two more model calls), for
+        occulters whose PSF changes much more than it moves (MIRI's four-quadrant masks,
+        gains of 4-7 and cross terms).
 
     Returns
     -------
@@ -435,7 +462,11 @@ def measure_star_offset(data, model, *, err=None, bad=None, weights=None, iterat
 
     models = _CountedModel(model, (ny, nx))
     position = guess.copy()  # model offset of each integration
-    jac = np.broadcast_to(-np.eye(2), (nints, 2, 2)).copy()
+    start_jac = -np.eye(2)
+    if jacobian_step is not None:
+        start_jac = _fd_jacobian(models, guess[0], float(jacobian_step),
+                                 bad=bad_all[0], robust=robust, max_iter=max_iter)
+    jac = np.broadcast_to(start_jac, (nints, 2, 2)).copy()
     last_res = last_pos = None
     offset = np.full((nints, 2), np.nan)
     offset_err = np.full((nints, 2), np.nan)
