@@ -25,7 +25,9 @@ updated by a Broyden (secant) step of the root finding ``r(m) = 0``::
     m_new = m - J^-1 r,     J ~ dr/dm, starting at -I,
 
 with ``J`` updated from successive (m, r) pairs ("good" Broyden rank-one update), and the
-model recomputed at the new offset. Starting from ``J = -I`` the first step is the plain
+model recomputed at the new offset. For occulters whose PSF changes much more than it moves
+(MIRI's four-quadrant masks: gains of 4-7 with cross terms) ``jacobian_step`` measures ``J``
+first by finite differences of the model (two more model calls). Starting from ``J = -I`` the first step is the plain
 fixed-point update ``m + r``; the secant then measures the gain of the shift fit (1.13 for the
 example above), so after the second fit the estimate is within ~0.05 mas of the noiseless
 answer for offsets up to 40 mas, instead of the (1 - gain)**k error of plain iteration. At the
