@@ -24,6 +24,7 @@ import functools
 import logging
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
 from types import MappingProxyType
@@ -123,29 +124,36 @@ class ModelCache:
     def __init__(self, *, max_entries=256, max_bytes=256 * 2**20):
         self.max_entries, self.max_bytes = int(max_entries), int(max_bytes)
         self._frames = collections.OrderedDict()
+        self._lock = threading.Lock()
         self.nbytes = self.hits = self.misses = 0
 
     def get(self, key, compute):
-        """``compute()`` once per ``key``: the cached read-only frame."""
-        if key in self._frames:
-            self._frames.move_to_end(key)
-            self.hits += 1
-            return self._frames[key]
+        """``compute()`` once per ``key``: the cached read-only frame (thread-safe; two threads
+        may compute the same new key once each)."""
+        with self._lock:
+            if key in self._frames:
+                self._frames.move_to_end(key)
+                self.hits += 1
+                return self._frames[key]
         frame = np.array(compute(), dtype=np.float64)
         frame.flags.writeable = False
-        self.misses += 1
-        self._frames[key] = frame
-        self.nbytes += frame.nbytes
-        while len(self._frames) > 1 and (len(self._frames) > self.max_entries
-                                         or self.nbytes > self.max_bytes):
-            _, old = self._frames.popitem(last=False)
-            self.nbytes -= old.nbytes
+        with self._lock:
+            self.misses += 1
+            if key in self._frames:
+                self.nbytes -= self._frames[key].nbytes
+            self._frames[key] = frame
+            self.nbytes += frame.nbytes
+            while len(self._frames) > 1 and (len(self._frames) > self.max_entries
+                                             or self.nbytes > self.max_bytes):
+                _, old = self._frames.popitem(last=False)
+                self.nbytes -= old.nbytes
         return frame
 
     def clear(self):
         """Drop every frame and reset the counters."""
-        self._frames.clear()
-        self.nbytes = self.hits = self.misses = 0
+        with self._lock:
+            self._frames.clear()
+            self.nbytes = self.hits = self.misses = 0
 
     def __len__(self):
         return len(self._frames)
