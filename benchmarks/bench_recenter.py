@@ -319,14 +319,14 @@ def transmission(pixel_scale=PIXEL_SCALE, shape=(FOV, FOV), center=(CENTER, CENT
 
 
 def fit_forward(data, err, function, *, weights=None, radius=20.0, iterations=2, bad=None,
-                center=None, robust="huber"):
+                center=None, robust="huber", **kw):
     from jwst_klipprep.algorithms.centering import measure_star_offset
 
     model = TimedModel(function)
     t0 = time.perf_counter()
     res = measure_star_offset(data, model, err=err, bad=bad, weights=weights,
                               iterations=iterations, fit_radius=radius, center_yx=center,
-                              robust=robust)
+                              robust=robust, **kw)
     fit_seconds = time.perf_counter() - t0 - model.wall
     return res, model.seconds + fit_seconds
 
@@ -704,7 +704,7 @@ def visit_fit(frames, offsets0, *, modes, tmp, iterations=3, step_nm=5.0, radius
 
 def run_issue9(args):
     """The issue-9 target table, with recenter_frames' own stpsf model (`psf_frame`)."""
-    from jwst_klipprep.psf.models import StpsfOptions
+    from jwst_klipprep.psf.models import StpsfOptions, systematic_floor_mas
     from jwst_klipprep.psf.opd import make_test_opd, read_opd
 
     rng = np.random.default_rng(args.seed)
@@ -735,8 +735,9 @@ def run_issue9(args):
     snr_rng = np.random.default_rng(args.seed + 1)
     frames = {}
     print("\n| case | N | error median / max (mas) | spread of errors, rms about the mean "
-          "(mas) | mean error (dy, dx) mas | median sigma (mas) | s / exposure |")
-    print("|---|---|---|---|---|---|---|")
+          "(mas) | mean error (dy, dx) mas | median sigma (mas) | error/sigma rms: statistical / "
+          "with the step's floor (floor, mas per axis) | s / exposure |")
+    print("|---|---|---|---|---|---|---|---|")
     results = {}
     for name, truth_opt, fit_opt in cases:
         truth_fn = _package_function(truth_opt)
@@ -755,12 +756,36 @@ def run_issue9(args):
         diff = (est - offsets) * PIXEL_SCALE * MAS
         rad = np.hypot(*diff.T)
         spread = float(np.sqrt(np.mean(np.sum((diff - diff.mean(axis=0)) ** 2, axis=1))))
-        sigma = float(np.median([r["err"] for r in rows]) * PIXEL_SCALE * MAS)
+        sig = np.array([r["err"] for r in rows]) * PIXEL_SCALE * MAS  # statistical, mas
+        sigma = float(np.median(sig))
+        # the step's recorded uncertainty: statistical (+) the floor of its configuration
+        floor = systematic_floor_mas("stpsf", opd_given=fit_opt.opd is not None)
+        cover_stat = float(np.sqrt(np.mean((diff / sig) ** 2)))
+        cover = float(np.sqrt(np.mean((diff / np.hypot(sig, floor)) ** 2)))
         secs = float(np.mean([r["seconds"] for r in rows]))
         results[name] = {"est": est, "diff": diff}
         print(f"| {name} | {len(rows)} | {np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | "
               f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | {sigma:.3f} | "
-              f"{secs:.1f} |", flush=True)
+              f"{cover_stat:.1f} / {cover:.2f} ({floor:g}) | {secs:.1f} |", flush=True)
+
+    # what limits the "OPD older" case: the fit region and the weights (same frames)
+    if args.older_variants:
+        name = cases[3][0]
+        fit_fn = _package_function(older)
+        t2 = transmission() ** 2
+        print(f"\nVariants of the fit, case '{name}' (same frames):\n")
+        print("| variant | error median / max (mas) | mean error (dy, dx) mas |")
+        print("|---|---|---|")
+        for label, kw in (("fit_radius 20 (default)", {}), ("fit_radius 10", {"radius": 10.0}),
+                          ("fit_radius 30", {"radius": 30.0}),
+                          ("weights T^2", {"weights": t2}),
+                          ("fit_radius 10, weights T^2", {"radius": 10.0, "weights": t2})):
+            est = np.array([fit_forward(*frames[(with_opd, k)], fit_fn, center=(CENTER, CENTER),
+                                        **kw)[0].combined_yx for k in range(len(offsets))])
+            diff = (est - offsets) * PIXEL_SCALE * MAS
+            rad = np.hypot(*diff.T)
+            print(f"| {label} | {np.median(rad):.2f} / {rad.max():.2f} | "
+                  f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) |", flush=True)
 
     # visit-level fit: the frames of the "no OPD" case, wavefront modes shared by all of them
     if args.visit_fit:
@@ -822,6 +847,78 @@ def run_issue9(args):
 
 
 # --------------------------------------------------------------------------------------------
+# issue 9, item 4: MIRI 4QPM (measured, not shipped)
+
+MIRI_FOV = 41  # px at 0.11"/px: 4.5"
+MIRI_SNR = 400.0
+
+
+def _miri_function(backend, options=None, filter_name="F1065C", coronagraph="4QPM_1065",
+                   nlambda=3, oversample=OVERSAMPLE):
+    """``f(offset_yx_px) -> (frame, seconds)``: `psf_frame` for MIRI on the MIRI FOV stamp."""
+    from jwst_klipprep.psf import builtin
+    from jwst_klipprep.psf.models import psf_frame
+
+    canonical = builtin.resolve_coronagraph("MIRI", coronagraph).name
+    scale = builtin.default_pixel_scale("MIRI", filter=filter_name)
+    center = ((MIRI_FOV - 1) / 2.0,) * 2
+
+    def function(offset_yx_px):
+        t0 = time.perf_counter()
+        frame = psf_frame(backend, instrument="MIRI", filter_name=filter_name,
+                          canonical=canonical, shape=(MIRI_FOV, MIRI_FOV), center_yx=center,
+                          offset_yx_arcsec=(offset_yx_px[0] * scale, offset_yx_px[1] * scale),
+                          pixel_scale=scale, nlambda=nlambda, oversample=oversample,
+                          options=options)
+        return np.asarray(frame), time.perf_counter() - t0
+
+    return function, scale
+
+
+def run_miri(args):
+    """MIRI 4QPM: stpsf truth frames fitted with the same stpsf optics and with the built-in
+    model (the step skips MIRI; this measures whether it could centre it)."""
+    from jwst_klipprep.psf.models import StpsfOptions
+
+    # stpsf's instrument wavefront for MIRI needs its 1024-pixel pupil (the 256 grid fails
+    # inside stpsf): exact optics here = no instrument wavefront, 256-pixel pupil
+    optics = StpsfOptions(si_wfe=False, pupil_npix=ISSUE9_NPIX)
+    rng = np.random.default_rng(args.seed)
+    truth_fn, scale = _miri_function("stpsf", optics)
+    same = _miri_function("stpsf", optics)[0]
+    built = _miri_function("builtin")[0]
+    fitters = [("stpsf, same optics", same, {}), ("built-in 4QPM model", built, {}),
+               ("stpsf, same optics, FD Jacobian, 5 iterations", same,
+                {"jacobian_step": 0.1, "iterations": 5}),
+               ("built-in, FD Jacobian, 5 iterations", built,
+                {"jacobian_step": 0.1, "iterations": 5})]
+    offsets = rng.uniform(-30, 30, size=(args.offsets, 2)) / (scale * MAS)
+    snr_rng = np.random.default_rng(args.seed + 1)
+    center = ((MIRI_FOV - 1) / 2.0,) * 2
+    print(f"# MIRI F1065C 4QPM_1065, stpsf pupil {ISSUE9_NPIX} px (instrument wavefront off), "
+          f"nlambda 3, {args.offsets} offsets within +-30 mas, {ISSUE9_NINTS} integrations, "
+          f"peak S/N {MIRI_SNR:g}, fit radius 8 px (0.9 arcsec)")
+    print("\n| fitted with | N | error median / max (mas) | mean error (dy, dx) mas | "
+          "median sigma (mas) | not converged | s / exposure |")
+    print("|---|---|---|---|---|---|---|")
+    frames = [noisy_frames(truth_fn(off)[0], MIRI_SNR, snr_rng, nints=ISSUE9_NINTS)
+              for off in offsets]
+    for label, fn, kw in fitters:
+        est, sig, secs, bad = [], [], [], 0
+        for data, err in frames:
+            res, seconds = fit_forward(data, err, fn, center=center, radius=8.0, **kw)
+            est.append(res.combined_yx)
+            sig.append(res.combined_err_yx)
+            secs.append(seconds)
+            bad += not res.converged
+        diff = (np.array(est) - offsets) * scale * MAS
+        rad = np.hypot(*diff.T)
+        print(f"| {label} | {len(rad)} | {np.median(rad):.2f} / {rad.max():.2f} | "
+              f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | "
+              f"{np.median(sig) * scale * MAS:.3f} | {bad} | {np.mean(secs):.1f} |", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv=None):
@@ -853,7 +950,13 @@ def main(argv=None):
     parser.add_argument("--issue9", action="store_true",
                         help="only the issue-9 table (recenter_frames' stpsf model, OPD input, "
                         "companion separation); --offsets default 6, --wfe-nm default 60")
+    parser.add_argument("--older-variants", action="store_true",
+                        help="--issue9: fit-region and weight variants of the 'OPD older' case")
+    parser.add_argument("--miri", action="store_true",
+                        help="only the MIRI 4QPM table (stpsf truth; --offsets default 4)")
     args = parser.parse_args(argv)
+    if args.miri:
+        args.offsets = args.offsets or 4
     if args.issue9:
         args.offsets = args.offsets or 6
         if "--wfe-nm" not in (argv or __import__("sys").argv):
@@ -874,6 +977,10 @@ def main(argv=None):
         cache = Path(args.cache)
         cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.miri:
+        run_miri(args)
+        print(f"\n(total {time.perf_counter() - t0:.0f} s, machine load included)")
+        return
     if args.issue9:
         run_issue9(args)
         print(f"\n(total {time.perf_counter() - t0:.0f} s; s / exposure = model computation "

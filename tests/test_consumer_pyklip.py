@@ -106,7 +106,9 @@ def test_products_header_is_consistent_for_pyklip(products):
             ny, nx = hdul["SCI"].data.shape[-2:]
             assert sci["STARCENX"] == pytest.approx((nx + 1) / 2)
             assert sci["STARCENY"] == pytest.approx((ny + 1) / 2)
-            assert 0 < sci["STARERRX"] < 0.1 and 0 < sci["STARERRY"] < 0.1
+            # statistical error (+) the 30 mas systematic floor of a model without an OPD
+            # (recenter_frames docs, "Uncertainty"): 0.48 px at 0.063"/px
+            assert 0.3 < sci["STARERRX"] < 1.0 and 0.3 < sci["STARERRY"] < 1.0
             assert not np.isnan(hdul["SCI"].data).any()
     with fits.open(reference[1]) as hdul:  # a dithered reference keeps its commanded offset
         assert abs(hdul[0].header["XOFFORIG"]) + abs(hdul[0].header["YOFFORIG"]) > 0

@@ -19,7 +19,6 @@ OVERSIZED = {"centering.py": 505}
 #: psf branch drops ``_psf_cached``.
 PRIVATE_USES = {
     "benchmarks/bench_recenter.py: jwst_klipprep.psf.opd._zernike_terms",
-    "tests/test_psf_builtin.py: jwst_klipprep.psf.builtin._psf_cached",
 }
 
 

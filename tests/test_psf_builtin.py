@@ -5,6 +5,7 @@ import pytest
 
 from jwst_klipprep.psf import builtin
 from jwst_klipprep.psf.builtin import coronagraphic_psf, mask_transmission
+from jwst_klipprep.psf.models import MODEL_CACHE, ModelCache, psf_frame
 
 LW = 0.0629
 
@@ -130,13 +131,48 @@ def test_header_spellings_agree():
     np.testing.assert_array_equal(a, b)
 
 
-def test_cache_returns_fresh_copies():
+def test_coronagraphic_psf_returns_fresh_arrays():
     first = coronagraphic_psf(shape=(24, 24), offset_yx_arcsec=(0.003, 0.004))
-    hits = builtin._psf_cached.cache_info().hits
     first[:] = -1.0
     second = coronagraphic_psf(shape=(24, 24), offset_yx_arcsec=(0.003, 0.004))
-    assert builtin._psf_cached.cache_info().hits == hits + 1
     assert second.min() >= 0.0
+
+
+def test_one_model_cache_keyed_by_the_full_configuration():
+    """psf_frame computes a configuration once; any changed argument is a new entry."""
+    cache = ModelCache(max_entries=3)
+    calls = []
+
+    def compute(v):
+        calls.append(v)
+        return np.full((2, 2), v)
+
+    a = cache.get(("k", 1), lambda: compute(1.0))
+    assert cache.get(("k", 1), lambda: compute(9.0)) is a and calls == [1.0]
+    assert not a.flags.writeable and cache.hits == 1 and cache.misses == 1
+    for v in (2.0, 3.0, 4.0):
+        cache.get(("k", v), lambda v=v: compute(v))
+    assert len(cache) == 3 and cache.nbytes == 3 * 32  # LRU: ("k", 1) dropped
+    cache.get(("k", 1), lambda: compute(5.0))
+    assert calls[-1] == 5.0
+    small = ModelCache(max_bytes=40)
+    small.get(1, lambda: np.zeros(4))
+    small.get(2, lambda: np.zeros(4))
+    assert len(small) == 1 and small.nbytes == 32
+
+    kw = dict(instrument="NIRCAM", filter_name="F444W", canonical="MASK335R", shape=(20, 22),
+              center_yx=(9.3, 10.6), pixel_scale=0.063, nlambda=1, oversample=1)
+    hits, misses = MODEL_CACHE.hits, MODEL_CACHE.misses
+    f1 = psf_frame("builtin", offset_yx_arcsec=(0.0021, -0.0013), **kw)
+    f2 = psf_frame("builtin", offset_yx_arcsec=(0.0021, -0.0013), **kw)
+    assert f2 is f1 and not f1.flags.writeable
+    assert (MODEL_CACHE.hits, MODEL_CACHE.misses) == (hits + 1, misses + 1)
+    np.testing.assert_array_equal(f1, coronagraphic_psf(
+        filter="F444W", coronagraph="MASK335R", shape=(20, 22), center_yx=(9.3, 10.6),
+        offset_yx_arcsec=(0.0021, -0.0013), pixel_scale=0.063, nlambda=1, oversample=1))
+    f3 = psf_frame("builtin", offset_yx_arcsec=(0.0021, -0.0013),
+                   **{**kw, "center_yx": (9.3, 10.7)})
+    assert f3 is not f1 and MODEL_CACHE.misses == misses + 2
 
 
 @pytest.mark.parametrize(

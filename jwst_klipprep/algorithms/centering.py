@@ -24,68 +24,43 @@ updated by a Broyden (secant) step of the root finding ``r(m) = 0``::
 
     m_new = m - J^-1 r,     J ~ dr/dm, starting at -I,
 
-with ``J`` updated from successive (m, r) pairs ("good" Broyden rank-one update), and the
-model recomputed at the new offset. Starting from ``J = -I`` the first step is the plain
-fixed-point update ``m + r``; the secant then measures the gain of the shift fit (1.13 for the
-example above), so after the second fit the estimate is within ~0.05 mas of the noiseless
-answer for offsets up to 40 mas, instead of the (1 - gain)**k error of plain iteration. At the
-solution ``r = 0``: the data are the model *at the fitted offset* (no interpolated shift), so
-the remaining bias is only that of the model itself. ``iterations`` is the number of model
-re-evaluations after the first fit (total model calls ``iterations + 1``, fewer when the
-update falls below ``tol``). ``converged`` is False when the next update would still move the
-model by ``tol`` (2e-3 px = 0.13 mas) or more; with a poor model (unknown wavefront error)
-that happens on some exposures with updates of 0.1-0.5 mas, far below the model bias.
-
-All integrations share one model evaluation while their offsets agree within ``model_tol``
-(the usual case: one pointing per exposure); an integration that departs from the others by
-more gets its own model at its own offset.
+with ``J`` updated from successive (m, r) pairs ("good" Broyden rank-one update) and the
+model recomputed at the new offset. From ``J = -I`` the first step is the fixed-point update
+``m + r``; the secant then measures the gain of the shift fit (1.13 above), so after the second
+fit the estimate is within ~0.05 mas of the noiseless answer for offsets up to 40 mas. Where
+the PSF changes much more than it moves (MIRI's four-quadrant masks: gains of 4-7 with cross
+terms) ``jacobian_step`` measures ``J`` first by finite differences (two more model calls). At
+``r = 0`` the data are the model *at the fitted offset*: only the model's own bias remains.
+``iterations`` counts model re-evaluations after the first fit; ``converged`` is False when
+the next update would still move the model by ``tol`` (2e-3 px) or more (with a poor model,
+updates of 0.1-0.5 mas, far below its bias). Integrations share one model evaluation while
+their offsets agree within ``model_tol``.
 
 Where the model puts the mask
 -----------------------------
-The mask centre given here (``center_yx``, e.g. from CRPIX / MASKCEN) is a *detector*
-position: where the image of a star at the mask centre would land without the occulter. The
-model callable must put that point, not just its focal-plane occulter centre, at
-``center_yx``. For stpsf with the instrument wavefront error on, the two differ: the error
-after the Lyot stop (its tilt, incl. the wedge dispersion) moves the whole image on the
-detector, by (-0.64, -0.00) px at F444W and (-0.25, -0.00) px at F335M (-40 / -16 mas in y).
-Left uncorrected that is a bias of the same size (+37 mas in y on the real AU Mic frames);
-shift the stpsf model by minus the position of its unocculted PSF at zero offset (spaceKLIP
-re-centres its models on the off-axis PSF for the same reason). The built-in model has no
-such error (its mask centre is where ``center_yx`` says).
+``center_yx`` (e.g. CRPIX / MASKCEN) is a *detector* position: where a star at the mask centre
+would land without the occulter. The model callable must put that point there; for stpsf with
+the instrument wavefront on it is not the occulter centre (a -0.64 px image shift in y at F444W,
+see `jwst_klipprep.psf.models`).
 
-Fit region
-----------
-Only pixels within ``fit_radius`` (default 20 px, 1.26" at 0.063"/px) of the mask centre
-enter the fit; the model is still evaluated on the whole stamp, so the interpolation kernel
-never runs out of model within the radius, and nothing wraps around. The stamp must extend at
-least ``fit_radius + 9`` px from the mask centre (`extract_stamp` cuts one). Measured on stpsf
-frames (``benchmarks/bench_recenter.py``): with exact optics 10, 20 and 30 px all give
-<= 0.1 mas; against an unknown telescope wavefront error the radius changes the bias by a few
-mas either way (the offset signal and the wavefront bias both sit in the inner 1-2 lambda/D).
-20 px keeps the fit away from the outer halo, which the model does not predict and where real
-frames carry disks and companions.
-
-Weights
--------
-With ``err`` the fit is ERR-weighted (``1 / err**2``, the efficient choice when the model is
-right); ``weights`` multiply that, e.g. the intensity transmission ``T`` of the mask or
-``T**2`` (the prior art multiplies data and model by ``T`` before comparing them, i.e.
-weights ``T**2``). Measured: with exact optics they cost precision only (sigma 0.03 -> 0.05 mas,
-no bias); against an unknown 60 nm OTE wavefront error ``T**2`` lowered the bias by 10-20 % on
-stpsf models (e.g. F444W 23 -> 20 mas median), but it raised the bias of the data-free built-in
-model (F335M 2.7 -> 6.8 mas). Hence no default here: the caller chooses (recommendation:
-``T**2`` with stpsf-quality models, none with the built-in model).
+Fit region and weights
+----------------------
+Only pixels within ``fit_radius`` (default 20 px) of the mask centre are fitted; the model is
+evaluated on the whole stamp (at least ``fit_radius + 9`` px from the mask centre, see
+`extract_stamp`), so nothing wraps around. With exact stpsf optics 10, 20 and 30 px all give
+<= 0.1 mas; against a wavefront error the radius moves the bias by a few mas either way. With
+``err`` the fit is ERR-weighted; ``weights`` multiply that (e.g. the mask transmission ``T`` or
+the prior art's ``T**2``): no bias with exact optics, 10-20 % less bias against an unknown
+wavefront with stpsf models, more with the built-in one, so the caller chooses
+(``benchmarks/bench_recenter.py``).
 
 Combination and uncertainty
 ---------------------------
-The per-integration offsets are ``m + G^-1 r`` with ``G = -J`` (the shift-fit errors of
-`measure_shift` are also mapped by ``G^-1``; with ``err`` they include its
-``max(1, chi2_red)`` inflation). They are combined by an inverse-variance weighted mean with
-iterative sigma clipping (integrations further than ``clip_sigma`` from the mean, in units of
-their error inflated by the Birge ratio, are rejected; a median start makes the clipping
-robust). The combined uncertainty is ``sqrt(1 / sum w) * max(1, sqrt(chi2_red))`` per axis:
-the formal error when the integrations agree with their errors, their scatter (over
-``sqrt(n)``) when they do not.
+The per-integration offsets ``m + G^-1 r`` (``G = -J``; errors of `measure_shift` mapped by
+``G^-1``, with ``err`` inflated by ``max(1, chi2_red)``) are combined by a sigma-clipped
+inverse-variance weighted mean (median start); its uncertainty ``sqrt(1 / sum w) *
+max(1, sqrt(chi2_red))`` per axis is statistical: a model mismatch that moves all integrations
+alike is not in it (the caller adds a systematic floor, see ``recenter_frames``).
 
 References
 ----------
@@ -115,7 +90,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_GAIN_LIMITS = (0.3, 3.0)  # accepted range of the secant gain along a step
+_GAIN_LIMITS = (0.3, 10.0)  # accepted range of the secant gain along a step
 _MIN_SECANT_STEP = 2e-3  # px; smaller model moves do not update the secant
 
 
@@ -296,18 +271,17 @@ def _groups(position):
     return groups
 
 
-class _ModelCache:
-    """Model frames by offset (rounded to 1e-6 px), so shared offsets cost one call."""
+class _CountedModel:
+    """The model callable, shape-checked, with its calls counted (no cache: the caller's
+    model backend caches frames, e.g. `jwst_klipprep.psf.models.MODEL_CACHE`)."""
 
     def __init__(self, model, shape):
-        self.model, self.shape, self.frames, self.calls = model, shape, {}, 0
+        self.model, self.shape, self.calls = model, shape, 0
 
     def __call__(self, offset_yx):
         key = (round(float(offset_yx[0]), 6), round(float(offset_yx[1]), 6))
-        if key not in self.frames:
-            self.frames[key] = _check_model(self.model(key), self.shape)
-            self.calls += 1
-        return self.frames[key]
+        self.calls += 1
+        return _check_model(self.model(key), self.shape)
 
 
 def _broyden(jac, step, dres):
@@ -331,10 +305,28 @@ def _broyden(jac, step, dres):
     return new
 
 
+def _fd_jacobian(models, at, step, *, bad, robust, max_iter):
+    """``J = dr/dm`` at ``at``: the shift of ``model(at + step e_k)`` fitted to ``model(at)``."""
+    if not step > 0:
+        raise ValueError(f"jacobian_step must be > 0, got {step!r}")
+    base = models(tuple(at))
+    jac = np.empty((2, 2))
+    for k in range(2):
+        moved = models(tuple(np.add(at, step * np.eye(2)[k])))
+        fit = measure_shift(moved, base[None], bad=(bad | ~np.isfinite(base))[None],
+                            reference_bad=~np.isfinite(moved), fit_scale=True, robust=robust,
+                            max_iter=max_iter)
+        jac[:, k] = np.ravel(fit.shift_yx)[:2] / step
+    if np.isfinite(jac).all() and np.linalg.cond(jac) < 1e3:
+        return jac
+    log.warning("finite-difference Jacobian unusable (%s); starting from -I", jac.tolist())
+    return -np.eye(2)
+
+
 def measure_star_offset(data, model, *, err=None, bad=None, weights=None, iterations=2,
                         guess_yx=(0.0, 0.0), center_yx=None, fit_radius=20.0, tol=2e-3,
                         model_tol=0.05, robust="huber", clip_sigma=3.0, fit_offset=False,
-                        max_iter=50):
+                        max_iter=50, jacobian_step=None):
     """Offset of the star from the mask centre, per integration and combined, by a forward fit.
 
     Parameters
@@ -379,6 +371,10 @@ def measure_star_offset(data, model, *, err=None, bad=None, weights=None, iterat
         Maximum model evaluations of each `measure_shift` fit (its Levenberg-Marquardt loop;
         with robust re-weighting and a large model mismatch it may need more than its default
         20).
+    jacobian_step : float, optional
+        None: the secant starts from ``J = -I`` (NIRCam's round masks). A step (px): ``J`` is
+        first measured by finite differences of the model at the first guess (two more model
+        calls), for PSFs that change much more than they move (MIRI's four-quadrant masks).
 
     Returns
     -------
@@ -434,9 +430,13 @@ def measure_star_offset(data, model, *, err=None, bad=None, weights=None, iterat
                              f"{weights.shape}")
         weights = np.broadcast_to(weights, frames.shape)
 
-    models = _ModelCache(model, (ny, nx))
+    models = _CountedModel(model, (ny, nx))
     position = guess.copy()  # model offset of each integration
-    jac = np.broadcast_to(-np.eye(2), (nints, 2, 2)).copy()
+    start_jac = -np.eye(2)
+    if jacobian_step is not None:
+        start_jac = _fd_jacobian(models, guess[0], float(jacobian_step),
+                                 bad=bad_all[0], robust=robust, max_iter=max_iter)
+    jac = np.broadcast_to(start_jac, (nints, 2, 2)).copy()
     last_res = last_pos = None
     offset = np.full((nints, 2), np.nan)
     offset_err = np.full((nints, 2), np.nan)

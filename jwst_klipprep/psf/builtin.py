@@ -280,8 +280,7 @@ def _lyot_field(pupil_field, canonical, wavelength_m, npix):
     return lyot[o : o + m, o : o + m] * np.conj(tilt1)[:, None] * np.conj(tilt1)[None, :]
 
 
-@functools.lru_cache(maxsize=32)
-def _psf_cached(
+def _psf(
     instrument,
     filter_name,
     canonical,
@@ -334,7 +333,6 @@ def _psf_cached(
         norm = (dx * step / _ARCSEC_PER_RAD / wl) ** 2 / energy
         image += (w * norm) * (det.real**2 + det.imag**2)
     out = image.reshape(ny, oversample, nx, oversample).sum(axis=(1, 3))
-    out.flags.writeable = False
     log.debug(
         'builtin PSF %s %s %s offset=(%.4f, %.4f)" shape=(%d, %d) npix=%d nlambda=%d: %.3f s',
         instrument,
@@ -417,9 +415,9 @@ def coronagraphic_psf(
 
     Notes
     -----
-    Results are cached in-process (``functools.lru_cache`` on the normalised arguments); the
-    returned array is a fresh copy. See the module docstring for the optics and ``FIDELITY_NOTE``
-    for its accuracy.
+    Not cached here: `jwst_klipprep.psf.models.psf_frame` (what the steps use) keeps the one
+    cache of PSF frames, keyed by the full model configuration. See the module docstring for
+    the optics and ``FIDELITY_NOTE`` for its accuracy.
     """
     inst = _check_instrument(instrument)
     filter_name, _ = resolve_filter(inst, filter)
@@ -441,7 +439,7 @@ def coronagraphic_psf(
         raise ValueError("oversample and nlambda must be >= 1")
     if not all(map(math.isfinite, (oy, ox, cy, cx))):
         raise ValueError("offsets and centre must be finite")
-    psf = _psf_cached(
+    return _psf(
         inst,
         filter_name,
         spec.name,
@@ -456,7 +454,6 @@ def coronagraphic_psf(
         int(nlambda),
         bool(occulted),
     )
-    return psf.copy()
 
 
 def mask_transmission(*, instrument, coronagraph, shape, center_yx, pixel_scale=None):

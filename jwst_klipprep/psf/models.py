@@ -17,14 +17,17 @@ for stpsf's perfect telescope), the instrument wavefront (``si_wfe``: stpsf's
 the star position convention of ``docs/conventions.rst``.
 """
 
+import collections
 import contextlib
 import dataclasses
 import functools
 import logging
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import scipy.ndimage
@@ -34,9 +37,10 @@ from jwst_klipprep.psf import builtin
 from jwst_klipprep.psf.opd import OpdSpec, pupil_file
 
 __all__ = [
-    "BACKENDS", "StpsfOptions", "file_psf_function", "place_stamp", "psf_frame", "psf_function",
+    "BACKENDS", "MODEL_CACHE", "ModelCache", "StpsfOptions", "file_psf_function", "place_stamp",
+    "psf_frame", "psf_function",
     "quiet_pysiaf", "resolve_backend", "si_wfe_available", "stpsf_data_path", "stpsf_version",
-    "unocculted_stpsf_psf",
+    "SYSTEMATIC_FLOOR_MAS", "systematic_floor_mas", "unocculted_stpsf_psf",
 ]
 
 #: Backend names a user may give (``auto`` resolves to ``stpsf`` or ``builtin``).
@@ -64,10 +68,99 @@ class StpsfOptions:
     pupil_npix: int = 1024
 
 
+#: Systematic floor of the star position (mas per axis, 1 sigma) for each model configuration:
+#: the error a model mismatch the fit cannot see leaves (the chi2 of the fit flags it, the
+#: statistical error does not cover it). Measured with ``benchmarks/bench_recenter.py``
+#: (stpsf truth, 60-65 nm rms telescope wavefront maps, NIRCam MASK335R, F444W/F335M):
+#: ``stpsf_opd``: an OPD 15 nm rms older than the frames leaves 4.3 and 8.1 mas radial on two
+#: maps (up to 5.9 per axis);
+#: ``stpsf_no_opd``: an unknown 60-65 nm telescope wavefront leaves 15-47 mas radial (up to
+#: 33 per axis); ``builtin``: the same plus the built-in optics' own 3-10 mas; ``file``: a
+#: user PSF image moved as a whole, at least as coarse. Added in quadrature to the statistical
+#: error by ``recenter_frames`` (its ``systematic_floor`` parameter overrides it).
+SYSTEMATIC_FLOOR_MAS = MappingProxyType(
+    {"stpsf_opd": 6.0, "stpsf_no_opd": 30.0, "builtin": 30.0, "file": 30.0})
+
+
+def systematic_floor_mas(backend, *, opd_given=False):
+    """Systematic floor (mas per axis) of the star position for a model configuration.
+
+    Parameters
+    ----------
+    backend : {"stpsf", "builtin", "file"}
+        Resolved backend (not ``auto``).
+    opd_given : bool, optional
+        stpsf with a measured telescope wavefront (OPD) map.
+
+    Returns
+    -------
+    float
+        See `SYSTEMATIC_FLOOR_MAS`.
+    """
+    if backend == "stpsf":
+        return SYSTEMATIC_FLOOR_MAS["stpsf_opd" if opd_given else "stpsf_no_opd"]
+    if backend not in SYSTEMATIC_FLOOR_MAS:
+        raise ValueError(f"unknown PSF backend {backend!r} (expected stpsf, builtin or file)")
+    return SYSTEMATIC_FLOOR_MAS[backend]
+
+
 #: What the package used before the instrument wavefront was modelled (kept for comparisons).
 NO_WFE = StpsfOptions(opd=None, si_wfe=False)
 
 log = logging.getLogger(__name__)
+
+
+class ModelCache:
+    """The one in-process cache of PSF model frames, keyed by the full model configuration.
+
+    Keys hold everything a frame depends on (backend, instrument, filter, mask, source offset,
+    frame shape and mask centre, pixel scale, sampling, `StpsfOptions`); values are read-only
+    arrays. Least recently used entries are dropped beyond ``max_entries`` or ``max_bytes``.
+    `psf_frame` and `unocculted_stpsf_psf` use it; nothing above them caches frames (the
+    stpsf optical system, built once per configuration, and a converted wavefront-sensing OPD
+    are setup, not frames, and are kept separately).
+    """
+
+    def __init__(self, *, max_entries=256, max_bytes=256 * 2**20):
+        self.max_entries, self.max_bytes = int(max_entries), int(max_bytes)
+        self._frames = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.nbytes = self.hits = self.misses = 0
+
+    def get(self, key, compute):
+        """``compute()`` once per ``key``: the cached read-only frame (thread-safe; two threads
+        may compute the same new key once each)."""
+        with self._lock:
+            if key in self._frames:
+                self._frames.move_to_end(key)
+                self.hits += 1
+                return self._frames[key]
+        frame = np.array(compute(), dtype=np.float64)
+        frame.flags.writeable = False
+        with self._lock:
+            self.misses += 1
+            if key in self._frames:
+                self.nbytes -= self._frames[key].nbytes
+            self._frames[key] = frame
+            self.nbytes += frame.nbytes
+            while len(self._frames) > 1 and (len(self._frames) > self.max_entries
+                                             or self.nbytes > self.max_bytes):
+                _, old = self._frames.popitem(last=False)
+                self.nbytes -= old.nbytes
+        return frame
+
+    def clear(self):
+        """Drop every frame and reset the counters."""
+        with self._lock:
+            self._frames.clear()
+            self.nbytes = self.hits = self.misses = 0
+
+    def __len__(self):
+        return len(self._frames)
+
+
+#: The PSF model cache of the process (see `ModelCache`).
+MODEL_CACHE = ModelCache()
 
 _STPSF_DATA_VERSION_MIN = (2, 1, 0)
 _STPSF_MAX_STAMP = 256
@@ -230,10 +323,14 @@ def _stpsf_system(instrument, filter_name, canonical, stamp, pixel_scale, oversa
     return osys, wavelengths, weights
 
 
-@functools.lru_cache(maxsize=128)
-def _stpsf_stamp(instrument, filter_name, canonical, offset_y, offset_x, stamp, pixel_scale,
-                 oversample, nlambda, occulted, options=NO_WFE):
-    """stpsf detector-sampled PSF on a square stamp, mask centre at the stamp centre (cached).
+def _stpsf_stamp(*args):
+    """`_compute_stpsf_stamp` through `MODEL_CACHE` (read-only array)."""
+    return MODEL_CACHE.get(("stpsf stamp",) + args, lambda: _compute_stpsf_stamp(*args))
+
+
+def _compute_stpsf_stamp(instrument, filter_name, canonical, offset_y, offset_x, stamp,
+                         pixel_scale, oversample, nlambda, occulted, options=NO_WFE):
+    """stpsf detector-sampled PSF on a square stamp, mask centre at the stamp centre.
 
     The source is at (offset_y, offset_x) arcsec from stpsf's optical axis (the occulter
     centre), along the detector axes, as stpsf's ``source_offset_y/x`` options place it.
@@ -246,9 +343,7 @@ def _stpsf_stamp(instrument, filter_name, canonical, offset_y, offset_x, stamp, 
         osys.source_offset_theta = math.degrees(math.atan2(-offset_x, offset_y))
         hdul = osys.calc_psf(wavelength=wavelengths, weight=weights, normalize="first")
     data = np.asarray(hdul[0].data, dtype=np.float64)
-    data = data.reshape(stamp, oversample, stamp, oversample).sum(axis=(1, 3))
-    data.flags.writeable = False
-    return data
+    return data.reshape(stamp, oversample, stamp, oversample).sum(axis=(1, 3))
 
 
 _WSS_CACHE = {}
@@ -322,6 +417,9 @@ def psf_frame(
 ):
     """Occulted PSF (contrast units) on the detector frame with the mask centre at center_yx.
 
+    Read-only array from `MODEL_CACHE` (copy it to modify it): a configuration is computed once
+    per process.
+
     ``options`` (`StpsfOptions`, stpsf only; default: no telescope wavefront, the instrument
     wavefront when the data have it, 1024-pixel pupil). The built-in backend has no wavefront
     input: options with an OPD are an error there.
@@ -330,17 +428,14 @@ def psf_frame(
         if options is not None and options.opd is not None:
             raise ValueError("an OPD (telescope wavefront) needs the stpsf backend; the built-in "
                              "optics have no wavefront input")
-        return builtin.coronagraphic_psf(
-            instrument=instrument,
-            filter=filter_name,
-            coronagraph=canonical,
-            offset_yx_arcsec=offset_yx_arcsec,
-            shape=shape,
-            center_yx=center_yx,
-            pixel_scale=pixel_scale,
-            oversample=oversample,
-            nlambda=nlambda,
-        )
+        kw = dict(instrument=instrument, filter=filter_name, coronagraph=canonical,
+                  offset_yx_arcsec=(float(offset_yx_arcsec[0]), float(offset_yx_arcsec[1])),
+                  shape=tuple(int(n) for n in shape),
+                  center_yx=(float(center_yx[0]), float(center_yx[1])),
+                  pixel_scale=float(pixel_scale), oversample=int(oversample),
+                  nlambda=int(nlambda))
+        key = ("builtin",) + tuple(sorted(kw.items()))
+        return MODEL_CACHE.get(key, lambda: builtin.coronagraphic_psf(**kw))
     ny, nx = shape
     half = max(center_yx[0], ny - 1 - center_yx[0], center_yx[1], nx - 1 - center_yx[1])
     stamp = min(_STPSF_MAX_STAMP, 2 * int(math.ceil(half)) + 4)
@@ -358,9 +453,15 @@ def psf_frame(
     )
     if options is None:
         options = StpsfOptions(si_wfe=si_wfe_available())
-    occulted = _stpsf_stamp(*args, True, options)
-    reference = _stpsf_stamp(*args[:3], 0.0, 0.0, *args[5:], False, options)
-    return place_stamp(occulted / reference.sum(), center_yx, shape)
+
+    def compute():
+        occulted = _stpsf_stamp(*args, True, options)
+        reference = _stpsf_stamp(*args[:3], 0.0, 0.0, *args[5:], False, options)
+        return place_stamp(occulted / reference.sum(), center_yx, shape)
+
+    key = ("stpsf frame", args, tuple(int(n) for n in shape),
+           (float(center_yx[0]), float(center_yx[1])), options)
+    return MODEL_CACHE.get(key, compute)
 
 
 def unocculted_stpsf_psf(*, instrument, filter_name, canonical, stamp, pixel_scale, nlambda,

@@ -6,12 +6,12 @@ grid of the data stamp) so that the centring algorithm never sees the optics bac
 `make_model_callable` builds that callable from a backend name of
 `jwst_klipprep.psf.models` (``"builtin"``, ``"stpsf"`` or ``"file"``, via
 `~jwst_klipprep.psf.models.psf_function`, the one place where the backend is chosen),
-or wraps any function that computes a PSF from an offset in arcsec. Evaluations are cached by
-offset (rounded to 1e-6 px) so that repeated calls (e.g. the same pointing in several files)
-cost nothing; the returned arrays are read-only.
+or wraps any function that computes a PSF from an offset in arcsec. Offsets are rounded to
+1e-6 px; the returned arrays are read-only. Nothing is cached here: the backends' frames are
+cached once, keyed by the full model configuration, in `jwst_klipprep.psf.models.MODEL_CACHE`
+(so the same pointing in several files, or several fits, costs one computation).
 """
 
-import collections
 import logging
 import time
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class StampModel:
-    """Callable ``model(offset_yx_px) -> ndarray``: a PSF function on a fixed stamp, cached.
+    """Callable ``model(offset_yx_px) -> ndarray``: a PSF function on a fixed stamp.
 
     Parameters
     ----------
@@ -36,50 +36,41 @@ class StampModel:
         Arcsec per pixel (converts the pixel offsets of the caller).
     shape : (int, int)
         Expected stamp shape (checked).
-    cache_size : int, optional
-        Number of evaluations kept (least recently used are dropped).
 
     Attributes
     ----------
     calls : int
-        Evaluations of ``function`` done (cache misses).
+        Calls of ``function``.
     seconds : float
-        Time spent in ``function``.
+        Time spent in ``function`` (near 0 for configurations already in the model cache).
     """
 
-    def __init__(self, function, *, pixel_scale, shape, cache_size=32):
+    def __init__(self, function, *, pixel_scale, shape):
         self.function = function
         self.pixel_scale = float(pixel_scale)
         if not self.pixel_scale > 0:
             raise ValueError(f"pixel_scale must be > 0, got {pixel_scale!r}")
         self.shape = tuple(int(n) for n in shape)
-        self.cache_size = int(cache_size)
-        self._cache = collections.OrderedDict()
         self.calls = 0
         self.seconds = 0.0
 
     def __call__(self, offset_yx_px):
         key = (round(float(offset_yx_px[0]), 6), round(float(offset_yx_px[1]), 6))
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
         t0 = time.perf_counter()
-        frame = np.array(self.function((key[0] * self.pixel_scale, key[1] * self.pixel_scale)),
-                         dtype=float)
+        frame = np.asarray(self.function((key[0] * self.pixel_scale,
+                                          key[1] * self.pixel_scale)), dtype=float)
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         if frame.shape != self.shape:
             raise ValueError(f"PSF function returned shape {frame.shape}, expected {self.shape}")
-        frame.flags.writeable = False
-        self._cache[key] = frame
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        if frame.flags.writeable:
+            frame = frame.copy()  # read-only without touching the caller's array
+            frame.flags.writeable = False
         return frame
 
 
 def make_model_callable(backend, *, instrument, filter_name, coronagraph, shape, center_yx,
-                        pixel_scale, nlambda=3, oversample=2, options=None, psf_file=None,
-                        cache_size=32):
+                        pixel_scale, nlambda=3, oversample=2, options=None, psf_file=None):
     """Model-PSF callable for `~jwst_klipprep.algorithms.centering.measure_star_offset`.
 
     Parameters
@@ -105,8 +96,6 @@ def make_model_callable(backend, *, instrument, filter_name, coronagraph, shape,
         stpsf options (telescope OPD, instrument wavefront, pupil grid).
     psf_file : str, optional
         The user FITS model of the ``"file"`` backend.
-    cache_size : int, optional
-        Evaluations kept in memory.
 
     Returns
     -------
@@ -124,4 +113,4 @@ def make_model_callable(backend, *, instrument, filter_name, coronagraph, shape,
                                 pixel_scale=pixel_scale, nlambda=nlambda, oversample=oversample,
                                 options=options, psf_file=psf_file)
 
-    return StampModel(function, pixel_scale=pixel_scale, shape=shape, cache_size=cache_size)
+    return StampModel(function, pixel_scale=pixel_scale, shape=shape)

@@ -20,6 +20,7 @@ from jwst_klipprep.psf.models import (
     si_wfe_available,
     stpsf_data_path,
     stpsf_version,
+    systematic_floor_mas,
     unocculted_stpsf_psf,
 )
 from jwst_klipprep.psf.opd import OpdError, fetch_opd_for_date, pupil_file, read_opd
@@ -61,6 +62,7 @@ class RecenterFramesStep(KlipPrepStep):
         opd = string(default=None)  # stpsf: telescope wavefront (OPD) file: 2-D FITS in metres on the pupil grid, an OPD cube (with opd_slice), or a MAST wavefront-sensing OPD file; 'auto' = the measured OPD nearest each exposure's date from MAST (network)
         opd_slice = integer(default=None, min=0)  # Slice of an OPD cube
         si_wfe = boolean(default=True)  # stpsf: include the instrument wavefront (when the stpsf data have it); defines the star position convention
+        systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, without 30, builtin/file 30)
         pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 1024
         per_integration = boolean(default=False)  # Fit every integration and combine the offsets (False: one fit on the exposure's sigma-clipped integration median)
     """  # noqa: E501
@@ -136,6 +138,8 @@ class RecenterFramesStep(KlipPrepStep):
         except ValueError as exc:
             raise ValueError(f"{name}: recenter_frames could not fit the star: {exc}") from None
         self._check_fit(name, fit)
+        scale = builtin.default_pixel_scale("NIRCAM", filter=model.meta.instrument.filter)
+        floor_mas, star_err = self._uncertainty(fit, options, scale)
         star_yx = np.add(mask_yx, fit.combined_yx)
         target = array_center_yx(arrays.shape)
         shift = np.subtract(target, star_yx)
@@ -149,7 +153,8 @@ class RecenterFramesStep(KlipPrepStep):
         record(
             model, self.class_alias, psf_model=self._backend, psf_model_version=self._version,
             fidelity_warning=self._fidelity, mask_center_yx=list(mask_yx),
-            star_offset_yx=fit.combined_yx, star_offset_err_yx=fit.combined_err_yx,
+            star_offset_yx=fit.combined_yx, star_offset_err_yx=star_err,
+            star_offset_stat_err_yx=fit.combined_err_yx, systematic_floor_mas=floor_mas,
             per_integration=bool(self.per_integration),
             fitted_frames="integrations" if self.per_integration else "integration median",
             **({"star_offset_per_integration_yx": fit.offset_yx,
@@ -167,13 +172,12 @@ class RecenterFramesStep(KlipPrepStep):
                 si="on" if options is not None and options.si_wfe else "off"),
             si_image_shift_yx=self._si_image_shift(model, options),
         )
-        scale = builtin.default_pixel_scale("NIRCAM", filter=model.meta.instrument.filter)
         set_fits_keyword(model, "STAROFFX", float(fit.combined_yx[1]),
                          "recenter_frames star - mask centre x (px)")
         set_fits_keyword(model, "STAROFFY", float(fit.combined_yx[0]),
                          "recenter_frames star - mask centre y (px)")
-        set_fits_keyword(model, "STOFFERR", float(np.max(fit.combined_err_yx)),
-                         "recenter_frames offset uncertainty (px)")
+        set_fits_keyword(model, "STOFFERR", float(np.max(star_err)),
+                         "recenter_frames offset uncertainty incl. floor (px)")
         set_fits_keyword(model, "PSFMODEL", str(self._backend), "recenter_frames PSF model")
         if options is not None:
             set_fits_keyword(model, "PSFSIWFE", bool(options.si_wfe),
@@ -185,12 +189,30 @@ class RecenterFramesStep(KlipPrepStep):
         set_status(model, self.class_alias)
         log.info(
             "recenter_frames: %s: star - mask centre (dy, dx) = (%+.4f, %+.4f) +- (%.4f, %.4f) px"
-            " = (%+.1f, %+.1f) mas [%s model%s]; shift to the array centre (%+.3f, %+.3f) px %s",
-            name, *fit.combined_yx, *fit.combined_err_yx, *(np.multiply(fit.combined_yx,
-                                                                         1000 * scale)),
+            " = (%+.1f, %+.1f) mas (statistical %.2f, systematic floor %.1f mas per axis) "
+            "[%s model%s]; shift to the array centre (%+.3f, %+.3f) px %s",
+            name, *fit.combined_yx, *star_err, *(np.multiply(fit.combined_yx, 1000 * scale)),
+            float(np.max(fit.combined_err_yx)) * 1000 * scale, floor_mas,
             self._backend, _optics_note(options), *shift,
             "applied" if self.apply else "recorded for the pipeline",
         )
+
+    def _uncertainty(self, fit, options, scale):
+        """Systematic floor (mas per axis) and the total star uncertainty (px, (dy, dx)).
+
+        The statistical error (ERR-weighted, Birge-scaled over the integrations) does not see a
+        model mismatch that the data cannot distinguish from an offset (an unknown or old
+        telescope wavefront, the built-in optics): the floor measured for the configuration
+        (`~jwst_klipprep.psf.models.SYSTEMATIC_FLOOR_MAS`, or ``systematic_floor``) is added
+        in quadrature.
+        """
+        if self.systematic_floor is not None:
+            floor = float(self.systematic_floor)
+        else:
+            floor = systematic_floor_mas(
+                self._backend, opd_given=options is not None and (options.opd is not None))
+        floor_px = floor / (1000.0 * scale)
+        return floor, np.hypot(np.asarray(fit.combined_err_yx, float), floor_px)
 
     def _check_fit(self, name, fit):
         """Refuse a fit that cannot be right instead of applying its shift."""

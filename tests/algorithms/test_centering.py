@@ -13,6 +13,7 @@ from jwst_klipprep.algorithms.centering import (
     measure_star_offset,
 )
 from jwst_klipprep.psf.builtin import coronagraphic_psf
+from jwst_klipprep.psf.models import MODEL_CACHE
 from jwst_klipprep.psf.stamps import StampModel, make_model_callable
 
 SCALE = 0.0629  # arcsec / px (NIRCam LW)
@@ -23,7 +24,7 @@ MAS = 1000 * SCALE  # mas per px
 
 
 def builtin(offset_yx_px, center=CENTER, shape=SHAPE):
-    """Built-in MASK335R F444W model (cached by the builtin module), star at mask + offset."""
+    """Built-in MASK335R F444W model (computed per call), star at mask + offset."""
     return coronagraphic_psf(filter="F444W", coronagraph="MASKA335R", shape=shape,
                              offset_yx_arcsec=(offset_yx_px[0] * SCALE,
                                                offset_yx_px[1] * SCALE),
@@ -233,9 +234,12 @@ def test_make_model_callable_builtin_backend_and_cache():
                                 coronagraph="MASK335R", shape=SHAPE, center_yx=CENTER,
                                 pixel_scale=SCALE, nlambda=2, oversample=2)
     assert isinstance(model, StampModel)
+    hits = MODEL_CACHE.hits
     frame = model((0.1, -0.2))
     np.testing.assert_allclose(frame, builtin((0.1, -0.2)))
-    assert model((0.1, -0.2)) is frame and model.calls == 1
+    # one cache level: the second call is served by the PSF model cache, not recomputed
+    assert model((0.1, -0.2)) is frame and model.calls == 2
+    assert MODEL_CACHE.hits == hits + 1
     assert not frame.flags.writeable
     truth = np.array([0.25, 0.1])
     res = measure_star_offset(3e4 * builtin(truth), model, fit_radius=RADIUS, robust=None)
@@ -248,3 +252,25 @@ def test_make_model_callable_builtin_backend_and_cache():
                                  filter_name=None, coronagraph=None, shape=SHAPE,
                                  center_yx=CENTER, pixel_scale=2.0)
     assert custom((0.5, 0.0))[0, 0] == pytest.approx(1.0)  # offsets reach it in arcsec
+
+
+def test_finite_difference_jacobian_for_a_psf_that_moves_more_than_the_star():
+    """A model whose image moves by G @ offset (gain 4-6 with a cross term, like MIRI's 4QPM):
+    from J = -I the secant needs many rounds; the measured Jacobian gets it in one."""
+    gain = np.array([[4.0, 1.0], [-0.5, 6.0]])
+    yy, xx = np.indices(SHAPE, dtype=float)
+
+    def model(offset_yx_px):
+        dy, dx = gain @ np.asarray(offset_yx_px, float)
+        return np.exp(-((yy - CENTER[0] - dy) ** 2 + (xx - CENTER[1] - dx) ** 2) / (2 * 2.0**2))
+
+    truth = np.array([0.11, -0.07])
+    data = 1e4 * model(truth)[None]
+    fd = measure_star_offset(data, model, iterations=2, fit_radius=RADIUS, robust=None,
+                             jacobian_step=0.05)
+    assert fd.combined_yx == pytest.approx(truth, abs=1e-4)
+    assert fd.converged and fd.nmodel <= 3 + 3  # 3 for the Jacobian, <= 3 fit rounds
+    plain = measure_star_offset(data, model, iterations=2, fit_radius=RADIUS, robust=None)
+    assert np.max(np.abs(plain.combined_yx - truth)) > 10 * np.max(np.abs(fd.combined_yx - truth))
+    with pytest.raises(ValueError, match="jacobian_step"):
+        measure_star_offset(data, model, jacobian_step=0.0)

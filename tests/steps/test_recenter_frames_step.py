@@ -42,7 +42,12 @@ def test_offset_measured_and_star_moved_to_the_centre(psf):
     assert_unchanged(model, snap)
     rec = result.meta.instance["klipprep"]["recenter_frames"]
     assert rec["star_offset_yx"] == pytest.approx(OFFSET_YX, abs=0.005)  # 0.3 mas
-    assert max(rec["star_offset_err_yx"]) < 0.005
+    assert max(rec["star_offset_stat_err_yx"]) < 0.005
+    # the recorded uncertainty adds the built-in model's systematic floor (30 mas per axis)
+    assert rec["systematic_floor_mas"] == 30.0
+    floor_px = 30.0 / (1000 * PIXEL)
+    assert rec["star_offset_err_yx"] == pytest.approx(
+        np.hypot(rec["star_offset_stat_err_yx"], floor_px), rel=1e-9)
     assert rec["psf_model"] == "builtin" and "biased" in rec["fidelity_warning"]
     target = ((81 - 1) / 2, (79 - 1) / 2)
     assert get_center_yx(result, "star") == pytest.approx(target)
@@ -63,6 +68,22 @@ def test_offset_measured_and_star_moved_to_the_centre(psf):
     keys = {c[0] for c in result.extra_fits.SCI.header}
     assert {"STAROFFX", "STAROFFY", "STOFFERR", "PSFMODEL"} <= keys
     assert result.meta.cal_step.instance["recenter_frames"] == "COMPLETE"
+
+
+def test_systematic_floor_parameter(psf):
+    """systematic_floor overrides the measured floor; STOFFERR carries the total."""
+    model = _model(psf)
+    result = RecenterFramesStep.call(model, psf_model="builtin", systematic_floor=6.29)
+    rec = result.meta.instance["klipprep"]["recenter_frames"]
+    assert rec["systematic_floor_mas"] == 6.29
+    expected = np.hypot(rec["star_offset_stat_err_yx"], 0.1)  # 6.29 mas = 0.1 px
+    assert rec["star_offset_err_yx"] == pytest.approx(expected, rel=1e-9)
+    cards = {c[0]: c[1] for c in result.extra_fits.SCI.header}
+    assert cards["STOFFERR"] == pytest.approx(max(expected), rel=1e-6)
+    zero = RecenterFramesStep.call(model, psf_model="builtin", systematic_floor=0.0)
+    rec0 = zero.meta.instance["klipprep"]["recenter_frames"]
+    assert rec0["star_offset_err_yx"] == pytest.approx(rec0["star_offset_stat_err_yx"])
+    assert max(rec0["star_offset_err_yx"]) < 0.005
 
 
 def test_record_only(psf):
@@ -152,7 +173,7 @@ def test_median_fit_by_default_and_per_integration_on_request(psf):
     assert len(rec["chi2_red"]) == 1
     assert rec["star_offset_yx"] == pytest.approx(OFFSET_YX, abs=0.005)
     # error of a median of 5 noisy integrations: larger than one of their mean, but small
-    assert 0.0002 < max(rec["star_offset_err_yx"]) < 0.005
+    assert 0.0002 < max(rec["star_offset_stat_err_yx"]) < 0.005
     clean = _model(psf, nints=5, seed=3)
     per = RecenterFramesStep.call(clean, psf_model="builtin", apply=False, per_integration=True)
     rec = per.meta.instance["klipprep"]["recenter_frames"]
