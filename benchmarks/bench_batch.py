@@ -36,7 +36,7 @@ Scaling to N workers (see docs/cluster.rst):
 * each ASN is one independent task: no data moves between workers, only the ASN path goes out and
   a one-row result (about 1 kB) comes back. The scheduler's work per ASN is negligible (~ms).
 * what is shared: the file system. Every task reads its stage-2 files and writes its products
-  (about 2x the input size: calints in, padded klipprep products out), so N workers need about
+  (about the input size again: calints in, unpadded klipprep products out), so N workers need
   N x (bytes per ASN / seconds per ASN) of disk or network-file-system bandwidth; when that
   reaches the storage limit, more workers stop helping.
 * memory: one worker holds one ASN at a time (the peak RSS column); give each worker that much
