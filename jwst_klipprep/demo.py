@@ -60,7 +60,8 @@ def _report(models, truth):
                 f"{len(e['dq_defects'].get('non_science', [])) * e['nints']} NON_SCIENCE left "
                 "alone, plus pixels without background), cosmic rays injected "
                 f"{len(e['cosmic_rays'])} / temporal detections {bp['found'].get('temporal', 0)}, "
-                f"spatial detections {bp['found'].get('spatial', 0)}; repaired "
+                f"new detector-defect detections {bp['found'].get('persistent', 0)} (the "
+                "simulated defects are already flagged in DQ); repaired "
                 f"{bp['n_repaired']}, left {bp['n_unrepaired']}")
         nrc = _records(model, "update_nircam_centers")
         if nrc and len(lines["update_nircam_centers"]) < 2:
