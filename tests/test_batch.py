@@ -231,5 +231,6 @@ def test_local_workers_keep_glibc_adaptive_malloc():
     environ = worker_environ()
     assert "MALLOC_TRIM_THRESHOLD_" not in environ
     assert str(environ["OMP_NUM_THREADS"]) == "1"  # one numpy thread per single-threaded worker
+    assert str(environ["JWST_KLIPPREP_THREADS"]) == "1"  # and one pipeline thread
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 1000}):
         assert worker_environ()["MALLOC_TRIM_THRESHOLD_"] == 1000  # the user's own value

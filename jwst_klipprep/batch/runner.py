@@ -262,7 +262,8 @@ def _start_client(scheduler, n_workers, memory_limit):
 
 
 def worker_environ():
-    """Dask's environment for new worker processes, without its default MALLOC_TRIM_THRESHOLD_.
+    """Dask's environment for new worker processes, without its default MALLOC_TRIM_THRESHOLD_
+    and with one pipeline thread per worker (``$JWST_KLIPPREP_THREADS``, unless the user set it).
 
     Setting that variable turns off glibc's adaptive mmap threshold, so every array above 128 kB
     is mapped and unmapped again: the pipeline then costs ~10 % more CPU
@@ -274,6 +275,11 @@ def worker_environ():
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     if str(environ.get("MALLOC_TRIM_THRESHOLD_")) == "65536":  # Dask's default
         del environ["MALLOC_TRIM_THRESHOLD_"]
+    # one single-threaded worker per core: the pipeline's per-exposure threads would only
+    # oversubscribe the cores (a value set by the user is kept)
+    from jwst_klipprep.base import THREADS_ENV
+
+    environ.setdefault(THREADS_ENV, os.environ.get(THREADS_ENV, "1"))
     return environ
 
 

@@ -107,6 +107,8 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
                 t0, c0 = time.perf_counter(), time.process_time()
                 group = members(models)
                 for i, model in enumerate(group):
+                    # one exposure at a time: in threads the resampling temporaries of two
+                    # exposures would raise the peak memory from 2.6x to 3.5x the input
                     apply_pending_shift(model, method=self.shift_method)
                     log.debug("klipprep: [%d/%d] %s resampled", i + 1, len(group),
                               model.meta.filename)

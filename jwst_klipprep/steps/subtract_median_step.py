@@ -24,6 +24,9 @@ class SubtractMedianStep(KlipPrepStep):
 
     class_alias = "subtract_median"
 
+    #: process_model only writes its own model: the exposures run in threads
+    parallel_members = True
+
     spec = """
         method = option("masked", "border", "sigma_clip", default="masked")  # How the level is measured
         border_width = integer(default=32, min=1)  # Width in pixels of the frame border (method border)
