@@ -66,6 +66,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import fft as sp_fft
+from scipy import ndimage
 
 from .kernels import NeighbourFiller, check_method, kernel_value
 from .shift_fit import FrameData, ReferenceModel, fit_frame
@@ -279,7 +280,7 @@ def measure_shift(reference, image, *, weights=None, bad=None, err=None, referen
                   reference_err=None, guess_yx=None, fit_scale=True, fit_offset=False,
                   method="sinc", order=None, max_iter=20, tol=1e-3, robust="huber",
                   robust_threshold=None, max_invalid_weight=0.05, scale_errors="auto",
-                  err_floor="auto", upsample=20):
+                  err_floor="auto", upsample=20, weights_frame="image", smooth_err=None):
     """Fit the shift (and flux scale) of each integration of ``image`` relative to ``reference``.
 
     Minimises, per integration, ``sum w / err^2 * rho * (image - scale * S(shift)[reference] -
@@ -336,6 +337,20 @@ def measure_shift(reference, image, *, weights=None, bad=None, err=None, referen
         None disables it.
     upsample : int, optional
         Upsampling of `cross_correlation_shift` when ``guess_yx`` is None.
+    weights_frame : {"image", "reference"}, optional
+        Where ``weights`` are attached. "image" (default): to the detector pixels of ``image``.
+        "reference": to the content of ``reference`` (e.g. a fit region and transmission
+        defined around the reference star): when the median fitted shift exceeds
+        ``_FOLLOW_PX``, the weights are moved by it (bilinear, 0 outside) and every integration
+        is refitted from its first result, so that the same part of the PSF is compared
+        whatever the shift and the estimate is shift-covariant.
+    smooth_err : int, optional
+        Box width (odd, px) of a local mean of ``err**2`` (and ``reference_err**2``) used for
+        the weights instead of the per-pixel values. A pipeline's ERR is computed from the
+        noisy data themselves, so per-pixel weights correlate with the noise they weigh
+        (pixels that fluctuated low get more weight), which biases and de-stabilises the fit
+        when the frames differ by more than noise; a local mean keeps the noise level and
+        removes the correlation. None: per-pixel values.
 
     Returns
     -------
@@ -355,6 +370,11 @@ def measure_shift(reference, image, *, weights=None, bad=None, err=None, referen
                          "local kernel); shift the frames with method='fourier' afterwards if "
                          "wanted")
     order = check_method(method, order)
+    if weights_frame not in ("image", "reference"):
+        raise ValueError(f"weights_frame must be 'image' or 'reference', got {weights_frame!r}")
+    if smooth_err is not None and (int(smooth_err) != smooth_err or smooth_err < 1
+                                   or smooth_err % 2 == 0):
+        raise ValueError(f"smooth_err must be an odd integer >= 1 or None, got {smooth_err!r}")
     if scale_errors not in ("auto", True, False):
         raise ValueError(f"scale_errors must be 'auto', True or False, got {scale_errors!r}")
     if not max_iter >= 1:
@@ -362,6 +382,10 @@ def measure_shift(reference, image, *, weights=None, bad=None, err=None, referen
     image = _frames("image", image)
     shape = image.shape
     reference, ref_valid = _reference(reference, shape, reference_bad)
+    if smooth_err is not None and err is not None:
+        err = _local_rms(_per_frame("err", err, shape), int(smooth_err))
+        if reference_err is not None:
+            reference_err = _local_rms(np.asarray(reference_err, float), int(smooth_err))
     valid, user, inv_var = _image_weights(image, bad, err, weights, err_floor)
     if guess_yx is None:
         guess = cross_correlation_shift(reference, image, upsample=upsample, weights=weights,
@@ -394,7 +418,41 @@ def measure_shift(reference, image, *, weights=None, bad=None, err=None, referen
                 max_iter=int(max_iter), tol=float(tol), scale_errors=scale_errors,
                 has_err=err is not None)
 
-    nints = shape[0]
+    result = _fit_all(image, valid, user, inv_var, model, guess, opts)
+    median = np.nanmedian(result.shift_yx, axis=0) if np.isfinite(result.shift_yx).any() else None
+    if (weights_frame == "reference" and weights is not None and median is not None
+            and np.hypot(*median) > _FOLLOW_PX):
+        clean = _clean_weights(weights, shape)
+        moved = ndimage.shift(clean, (0.0,) * (clean.ndim - 2) + tuple(median), order=1,
+                              mode="constant", cval=0.0, prefilter=False)
+        valid, user, inv_var = _image_weights(image, bad, err, moved, err_floor)
+        start = np.where(np.isfinite(result.shift_yx), result.shift_yx, median)
+        result = _fit_all(image, valid, user, inv_var, model, start, opts)
+    log.debug("measured shifts %s", np.round(result.shift_yx[:5], 4).tolist())
+    return result
+
+
+#: Median shift (px) beyond which weights attached to the reference are moved and refitted.
+_FOLLOW_PX = 0.02
+
+
+def _local_rms(err, size):
+    """sqrt of the NaN-aware local mean of ``err**2`` over ``size`` x ``size`` boxes."""
+    err = np.asarray(err, dtype=float)
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(err) & (err > 0)
+    var = np.where(good, err**2, 0.0)
+    box = (1,) * (err.ndim - 2) + (size, size)
+    total = ndimage.uniform_filter(var, box, mode="nearest")
+    count = ndimage.uniform_filter(good.astype(float), box, mode="nearest")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.sqrt(total / count)
+    return np.where(good, out, err)
+
+
+def _fit_all(image, valid, user, inv_var, model, guess, opts):
+    """`fit_frame` on every integration; a `ShiftFit`."""
+    nints = image.shape[0]
     out = {k: np.full(nints, np.nan) for k in ("scale", "scale_err", "offset", "chi2")}
     shift_out = np.full((nints, 2), np.nan)
     shift_err = np.full((nints, 2), np.nan)
@@ -402,8 +460,8 @@ def measure_shift(reference, image, *, weights=None, bad=None, err=None, referen
     converged = np.zeros(nints, bool)
     npix = np.zeros(nints, int)
     for i in range(nints):
-        frame = FrameData(image[i], valid[i], user[i], inv_var[i], fit_scale, fit_offset, model,
-                       guess[i])
+        frame = FrameData(image[i], valid[i], user[i], inv_var[i], opts["fit_scale"],
+                          opts["fit_offset"], model, guess[i])
         res = fit_frame(model, frame, guess[i], opts)
         if res is None:
             log.warning("integration %d: too few valid pixels to measure a shift", i)
@@ -415,6 +473,5 @@ def measure_shift(reference, image, *, weights=None, bad=None, err=None, referen
         if not res["converged"]:
             log.warning("integration %d: shift fit did not converge in %d evaluations "
                         "(last shift %s)", i, res["niter"], np.round(res["shift"], 4).tolist())
-    log.debug("measured shifts %s", np.round(shift_out[:5], 4).tolist())
     return ShiftFit(shift_out, shift_err, out["scale"], out["scale_err"], out["offset"],
                     out["chi2"], niter, converged, npix)

@@ -6,7 +6,7 @@ import numpy as np
 
 from jwst_klipprep.algorithms.background import combine_background
 from jwst_klipprep.algorithms.registration import measure_shift
-from jwst_klipprep.base import InputError, KlipPrepStep, members
+from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError, members
 from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
 from jwst_klipprep.geometry import apply_shift, pending_shift, set_pending_shift
 from jwst_klipprep.keywords import get_center_yx, set_fits_keyword
@@ -34,6 +34,8 @@ class AlignFramesStep(KlipPrepStep):
         fit_radius = float(default=64.0, min=4.0)  # Fit only pixels within this radius (px) of the mask centre; None = whole frame
         fit_offset = boolean(default=True)  # Fit an additive offset per integration (residual background differences)
         robust = option("huber", "tukey", "none", default="huber")  # Outlier-robust re-weighting of the fit
+        robust_threshold = float(default=6.0, min=1.0)  # Threshold of the robust weights, in units of the residuals' MAD scale
+        smooth_err = integer(default=5, min=0)  # Weights from the local mean of ERR^2 over this box (odd px; 0: per-pixel ERR)
         bad_flags = string(default="DO_NOT_USE")  # DQ flags of pixels not used
         method = option("sinc", "lanczos", "fourier", default="sinc")  # Interpolation kernel of the shift
         use_recenter = boolean(default=False)  # Place each exposure by the star position recenter_frames measured (the alignment fit then only corrects integration-to-integration jitter)
@@ -42,6 +44,9 @@ class AlignFramesStep(KlipPrepStep):
 
     def process(self, step_input):
         """Align all science and reference exposures of an ASN or list to one reference."""
+        if self.smooth_err and self.smooth_err % 2 == 0:
+            raise ParameterError(f"align_frames: smooth_err must be odd (or 0), got "
+                                 f"{self.smooth_err}")
         models = self.open_input(step_input)
         group = members(models)
         roles = classify_members(group)
@@ -86,8 +91,10 @@ class AlignFramesStep(KlipPrepStep):
                     bad=(arrays.dq[cut] & bad_bits) != 0, err=arrays.err[cut] / unit,
                     reference_bad=reference_bad, reference_err=reference_err,
                     guess_yx=guess, robust=None if self.robust == "none" else self.robust,
+                    robust_threshold=self.robust_threshold,
                     fit_offset=self.fit_offset,
                     method="sinc" if self.method == "fourier" else self.method,
+                    weights_frame="reference", smooth_err=self.smooth_err or None,
                 )
             except ValueError as exc:  # e.g. "reference has no valid pixel"
                 raise InputError(f"{model.meta.filename} against the reference "

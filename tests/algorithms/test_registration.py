@@ -280,3 +280,52 @@ def test_invalid_arguments():
         measure_shift(reference, image, reference_err=np.ones((32, 32)))
     with pytest.raises(ValueError, match="upsample"):
         cross_correlation_shift(reference, image, upsample=0)
+    with pytest.raises(ValueError, match="weights_frame"):
+        measure_shift(reference, image, weights_frame="sky")
+    with pytest.raises(ValueError, match="smooth_err"):
+        measure_shift(reference, image, smooth_err=4)
+
+
+def _gaussians(shape, shift_yx, width, bump):
+    """A Gaussian core (+ an off-centre bump) evaluated analytically at the shifted position."""
+    y, x = np.indices(shape, dtype=float)
+    y = y - 31.2 - shift_yx[0]
+    x = x - 32.1 - shift_yx[1]
+    image = 1000 * np.exp(-(y**2 + x**2) / (2 * width**2))
+    if bump:
+        image += 150 * np.exp(-((y - 3) ** 2 + (x + 4) ** 2) / 4.0)
+    return image
+
+
+def test_weights_attached_to_the_reference_make_the_shift_covariant():
+    """Two different PSFs (width 2.0 vs 2.3 px plus a bump) under a steep, mask-like weight map:
+    with weights on the detector, moving the image by 1.3 px changes the "best" shift by
+    0.034 px; weights that follow the reference content give the same answer (to 0.0015 px)."""
+    shape = (64, 64)
+    y, x = np.indices(shape, dtype=float)
+    r = np.hypot(y - 31.2, x - 32.1)
+    weights = (1 - np.exp(-r**2 / 8.0)) * (r < 12)
+    reference = _gaussians(shape, (0, 0), 2.0, False)
+    move = np.array([1.3, -0.7])
+    errors = {}
+    for frame in ("image", "reference"):
+        at_rest, moved = (
+            measure_shift(reference, _gaussians(shape, s, 2.3, True), weights=weights,
+                          weights_frame=frame, robust=None).shift_yx[0]
+            for s in ((0.0, 0.0), move))
+        errors[frame] = np.hypot(*(moved - move - at_rest))
+    assert errors["image"] > 0.02
+    assert errors["reference"] < 0.003
+
+
+def test_smoothed_err_keeps_a_uniform_noise_level_exact():
+    """A local mean of ERR^2 changes nothing where ERR is uniform (including next to NaN)."""
+    rng = np.random.default_rng(3)
+    clean = 4 * scene((48, 48))
+    image, _ = noisy(clean, rng)
+    err = np.full(clean.shape, 0.2)
+    err[10:13, 20:22] = np.nan
+    plain = measure_shift(clean, image, err=err, robust=None)
+    smooth = measure_shift(clean, image, err=err, robust=None, smooth_err=5)
+    np.testing.assert_allclose(smooth.shift_yx, plain.shift_yx, atol=1e-9)
+    np.testing.assert_allclose(smooth.shift_err_yx, plain.shift_err_yx, rtol=1e-6)

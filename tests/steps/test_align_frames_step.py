@@ -3,7 +3,7 @@ import pytest
 from conftest import make_model
 from helpers import assert_unchanged, snapshot
 
-from jwst_klipprep.base import InputError
+from jwst_klipprep.base import InputError, ParameterError
 from jwst_klipprep.keywords import get_center_yx
 from jwst_klipprep.steps.align_frames_step import AlignFramesStep
 
@@ -122,3 +122,9 @@ def test_empty_input_names_the_problem():
 
     with pytest.raises(InputError, match="no exposure to process"):
         AlignFramesStep().process(ModelContainer())
+
+
+def test_even_smooth_err_is_refused():
+    sci, ref = _pair()
+    with pytest.raises(ParameterError, match="smooth_err must be odd"):
+        AlignFramesStep.call([sci, ref], smooth_err=4)
