@@ -144,7 +144,33 @@ class FrameArrays:
             if array.shape != (self.shape[1:] if self.image else self.shape):
                 raise ValueError(f"{model_name(model)}: {name.upper()} has shape {array.shape}, "
                                  f"expected {self.shape}")
-            model.instance[name] = np.ascontiguousarray(array)
+            existing = model.instance.get(name)
+            if _same_view(existing, array):
+                continue  # the model's own array (or a view of it with the same layout)
+            if _can_overwrite(existing, array):
+                # into the model's own buffer: replacing it would leave the original alive
+                # (the opened file's HDUs keep a reference), one extra copy per array and step
+                np.copyto(existing, array, casting="equiv")
+            else:
+                model.instance[name] = np.ascontiguousarray(array)
         for var_name in self.dropped:
             if var_name in model.instance:
                 del model.instance[var_name]
+
+
+def _can_overwrite(existing, array):
+    """True when ``array`` can be copied into the model's ``existing`` array in place."""
+    return (isinstance(existing, np.ndarray) and existing is not array
+            and existing.shape == array.shape and np.can_cast(array.dtype, existing.dtype, "equiv")
+            and existing.flags.writeable and not np.may_share_memory(existing, array))
+
+
+def _same_view(existing, array):
+    """True when ``array`` is ``existing`` or a view of the same memory with the same layout."""
+    if existing is array:
+        return True
+    if not isinstance(existing, np.ndarray):
+        return False
+    return (existing.shape == array.shape and existing.dtype == array.dtype
+            and existing.strides == array.strides
+            and existing.__array_interface__["data"][0] == array.__array_interface__["data"][0])
