@@ -65,8 +65,8 @@ def _name(model_or_path):
 
 
 def members(models):
-    """Iterate over the models of a single model or a ModelContainer."""
-    if isinstance(models, ModelContainer):
+    """The models of a single model, a ModelContainer or a list of models, as a list."""
+    if isinstance(models, (ModelContainer, list, tuple)):
         return list(models)
     return [models]
 

@@ -4,13 +4,14 @@ import gc
 import logging
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from jwst.datamodels import ModelContainer
 
 from jwst_klipprep import outputs
-from jwst_klipprep.base import KlipPrepPipelineBase, members
+from jwst_klipprep.base import KlipPrepPipelineBase, for_each_member, members
 from jwst_klipprep.consumers import prepare_for_consumers
 from jwst_klipprep.geometry import apply_pending_shift
 from jwst_klipprep.roles import classify_members
@@ -105,13 +106,10 @@ class KlipPrepPipeline(KlipPrepPipelineBase):
             cpu[alias] = time.process_time() - c0
             if alias == last_shifting:
                 t0, c0 = time.perf_counter(), time.process_time()
-                group = members(models)
-                for i, model in enumerate(group):
-                    # one exposure at a time: in threads the resampling temporaries of two
-                    # exposures would raise the peak memory from 2.6x to 3.5x the input
-                    apply_pending_shift(model, method=self.shift_method)
-                    log.debug("klipprep: [%d/%d] %s resampled", i + 1, len(group),
-                              model.meta.filename)
+                # exposures in threads (the kernels release the GIL); the results are written
+                # into each model's own buffers, so only the temporaries of the exposures in
+                # flight add to the peak memory
+                for_each_member(partial(apply_pending_shift, method=self.shift_method), models)
                 timings["apply_shifts"] = time.perf_counter() - t0
                 cpu["apply_shifts"] = time.process_time() - c0
         for model in members(models):  # consumers: star keywords, uncertainties, NaN policy

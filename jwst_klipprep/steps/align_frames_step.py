@@ -6,7 +6,7 @@ import numpy as np
 
 from jwst_klipprep.algorithms.background import combine_background
 from jwst_klipprep.algorithms.registration import measure_shift
-from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError, members
+from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError, for_each_member, members
 from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
 from jwst_klipprep.geometry import apply_shift, pending_shift, set_pending_shift
 from jwst_klipprep.keywords import get_center_yx, set_fits_keyword
@@ -78,7 +78,10 @@ class AlignFramesStep(KlipPrepStep):
         ref_star = np.add(get_center_yx(ref_model, "star"), ref_pending)
         scale = default_pixel_scale(ref_model.meta.instrument.name,
                                     filter=ref_model.meta.instrument.filter)
-        for model, kind in targets:
+        kinds = {id(m): kind for m, kind in targets}
+
+        def align(model):
+            kind = kinds[id(model)]
             arrays = FrameArrays.from_model(model)
             if arrays.shape[-2:] != shape:
                 raise InputError(f"{model.meta.filename}: frame shape {arrays.shape[-2:]} differs "
@@ -129,6 +132,9 @@ class AlignFramesStep(KlipPrepStep):
             if lost:
                 log.info("align_frames: %s: %d pixel(s) lost their support (NaN, DO_NOT_USE)",
                          model.meta.filename, lost)
+
+        # exposures in threads: each fit and resampling touches only its own model
+        for_each_member(align, [m for m, _ in targets])
         for model, role in zip(group, roles, strict=True):
             if role.kind not in ("SCI", "REF"):
                 set_status(model, self.class_alias, "SKIPPED")

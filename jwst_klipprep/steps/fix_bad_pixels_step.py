@@ -26,7 +26,13 @@ from jwst_klipprep.algorithms.badpix import (
     find_nonfinite,
     find_persistent,
 )
-from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError, members
+from jwst_klipprep.base import (
+    InputError,
+    KlipPrepStep,
+    ParameterError,
+    for_each_member,
+    members,
+)
 from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
 from jwst_klipprep.provenance import record, set_status
 from jwst_klipprep.psf.builtin import FILTERS
@@ -90,8 +96,8 @@ class FixBadPixelsStep(KlipPrepStep):
         self.defect_maps = {}
         if "persistent" in self._find:
             self._find_persistent(group)
-        for model in group:
-            self.process_model(model)
+        # exposures in threads: each writes only its own model (sorts and filters release the GIL)
+        for_each_member(self.process_model, models)
         return models
 
     def process_model(self, model):
@@ -158,6 +164,15 @@ class FixBadPixelsStep(KlipPrepStep):
             masks["custom"] = self._custom(data.shape)
         return masks
 
+    def _evidence(self, model):
+        """One exposure's evidence for the association vote (`exposure_evidence`)."""
+        arrays = FrameArrays.from_model(model)
+        dq = np.asarray(arrays.dq)
+        known = ~np.isfinite(arrays.data) | ((dq & NON_SCIENCE) != 0)
+        for mask in self._input_masks(arrays.data, dq).values():
+            known |= mask
+        return exposure_evidence(arrays.data, err=arrays.err, bad=known)
+
     def _find_persistent(self, models):
         """Group the exposures by detector, subarray and shape; find each group's defects."""
         groups = {}
@@ -167,15 +182,8 @@ class FixBadPixelsStep(KlipPrepStep):
                    str(model.meta.subarray.name), tuple(int(n) for n in shape))
             groups.setdefault(key, []).append(model)
         for key, group in groups.items():
-            evidence, scenes = [], []
-            for model in group:
-                arrays = FrameArrays.from_model(model)
-                dq = np.asarray(arrays.dq)
-                known = ~np.isfinite(arrays.data) | ((dq & NON_SCIENCE) != 0)
-                for mask in self._input_masks(arrays.data, dq).values():
-                    known |= mask
-                evidence.append(exposure_evidence(arrays.data, err=arrays.err, bad=known))
-                scenes.append(_scene(model))
+            evidence = for_each_member(self._evidence, group)
+            scenes = [_scene(model) for model in group]
             min_votes = None
             if self.min_votes is not None:
                 min_votes = min(int(self.min_votes), len(group))
