@@ -30,6 +30,7 @@ from stdatamodels.jwst.datamodels import JwstDataModel
 from stpipe.exceptions import ValidationError as _StpipeValidationError
 
 from jwst_klipprep import _offline, outputs
+from jwst_klipprep.datamodel_arrays import use_native_byte_order
 from jwst_klipprep.integration import ALL_SUFFIXES, STEPS
 from jwst_klipprep.validation import (
     InputError,
@@ -316,7 +317,10 @@ class _PluginMixin:
             where = step_input if isinstance(step_input, (str, Path)) else "input"
             raise InputError(f"{where}: no exposure to process (empty list or association)")
         standalone = self.parent is None
+        opened_here = isinstance(step_input, (str, Path))
         for model in members(models):
+            if opened_here:  # our own models: never a caller's arrays (see the function)
+                use_native_byte_order(model)
             check_model(model, warn=standalone, full=standalone)
             done = [a for a in (self.class_alias, *getattr(self, "step_defs", ()))
                     if standalone and _already_done(model, a)]

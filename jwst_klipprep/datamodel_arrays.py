@@ -174,3 +174,23 @@ def _same_view(existing, array):
     return (existing.shape == array.shape and existing.dtype == array.dtype
             and existing.strides == array.strides
             and existing.__array_interface__["data"][0] == array.__array_interface__["data"][0])
+
+
+def use_native_byte_order(model):
+    """Convert the model's pixel arrays from the file's big-endian layout to native, in place.
+
+    Arrays read from FITS are big-endian views of buffers that the opened file's HDUs also
+    reference: numpy converts them on every read and write (each step would pay it), and
+    replacing them by native copies would keep the originals alive. Swapping the bytes of the
+    buffer and re-viewing it costs one pass and no memory. The HDU objects are not used
+    afterwards (a datamodel saves from its own tree). Returns the names converted.
+    """
+    converted = []
+    for name in ("data", "err", "dq", *VAR_NAMES):
+        array = model.instance.get(name)
+        if (isinstance(array, np.ndarray) and array.dtype.byteorder not in ("=", "|")
+                and not array.dtype.isnative and array.flags.writeable):
+            array.byteswap(inplace=True)
+            model.instance[name] = array.view(array.dtype.newbyteorder("="))
+            converted.append(name)
+    return converted

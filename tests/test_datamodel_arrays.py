@@ -40,3 +40,25 @@ def test_broadcast_dq_is_not_left_read_only():
     arrays.dq = new
     arrays.to_model(model)
     assert model.dq is dq and model.dq[0, 0, 0] & 4
+
+
+def test_native_byte_order_in_place(tmp_path):
+    """Big-endian file arrays become native views of the same buffer, values unchanged."""
+    from jwst_klipprep.datamodel_arrays import use_native_byte_order
+
+    path = tmp_path / "x_calints.fits"
+    make_model(nints=2).save(path)
+    with datamodels.open(path) as model:
+        values = {k: np.array(model.instance[k]) for k in ("data", "err", "var_rnoise")}
+        buffers = {k: model.instance[k].__array_interface__["data"][0] for k in values}
+        converted = use_native_byte_order(model)
+        assert {"data", "err", "var_rnoise"} <= set(converted)
+        for key, value in values.items():
+            array = model.instance[key]
+            assert array.dtype.isnative
+            assert array.__array_interface__["data"][0] == buffers[key]  # no copy
+            np.testing.assert_array_equal(array, value)
+        assert use_native_byte_order(model) == []  # idempotent
+        model.save(tmp_path / "y_calints.fits")
+    with datamodels.open(tmp_path / "y_calints.fits") as again:
+        np.testing.assert_array_equal(again.data, values["data"])
