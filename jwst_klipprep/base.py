@@ -164,6 +164,26 @@ def check_asn(path):
     return asn
 
 
+def _broken_member(asn_path):
+    """The first member of an association that does not open on its own (None if all do)."""
+    asn_path = Path(asn_path)
+    if asn_path.suffix.lower() != ".json":
+        return None
+    try:
+        asn = json.loads(asn_path.read_text())
+        names = [m["expname"] for p in asn["products"] for m in p["members"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for name in names:
+        member = asn_path.parent / name
+        try:
+            with datamodels.open(member):
+                pass
+        except Exception:  # noqa: BLE001 - any failure names the member
+            return f"{member} (member of {asn_path.name})"
+    return None
+
+
 def _already_done(model, alias):
     """True when ``meta.cal_step.<alias>`` of ``model`` says COMPLETE."""
     try:
@@ -311,7 +331,8 @@ class _PluginMixin:
             except InputError:
                 raise
             except Exception as exc:
-                raise InputError(f"{path}: cannot be opened as a JWST datamodel (truncated or "
+                where = _broken_member(path) or path
+                raise InputError(f"{where}: cannot be opened as a JWST datamodel (truncated or "
                                  f"corrupt file?): {exc}") from None
         else:
             if isinstance(step_input, (list, tuple, ModelContainer)) and len(step_input) == 0:

@@ -501,3 +501,19 @@ def test_pipeline_without_science_refused_before_any_step(tmp_path, capsys, monk
                        "--steps.align_frames.skip=True")
     assert "Step subtract_background running" not in out
     assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+def test_truncated_member_of_an_association_is_named(tmp_path, capsys, monkeypatch):
+    """A broken member inside an ASN: the error names that member, not only the ASN."""
+    good = save(make_model(nints=2, ny=40, nx=44), tmp_path, "good_calints.fits")
+    bad = save(make_model(nints=2, ny=40, nx=44, seed=1), tmp_path, "bad_calints.fits")
+    with open(bad, "r+b") as handle:
+        handle.truncate(bad.stat().st_size // 3)
+    asn = tmp_path / "two_asn.json"
+    asn.write_text(json.dumps({
+        "asn_type": "coron3", "asn_pool": "test", "products": [{"name": "two", "members": [
+            {"expname": good.name, "exptype": "science"},
+            {"expname": bad.name, "exptype": "psf"}]}]}))
+    rc, out = strun(["replace_nans", str(asn), f"--output_dir={tmp_path}"], capsys, monkeypatch)
+    assert_short_error(rc, out, "bad_calints.fits (member of two_asn.json): cannot be opened as "
+                       "a JWST datamodel (truncated or corrupt file?)")
