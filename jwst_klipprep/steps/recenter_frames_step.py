@@ -117,6 +117,14 @@ class RecenterFramesStep(KlipPrepStep):
             set_status(model, self.class_alias, "SKIPPED")
             log.info("recenter_frames: %s: background exposure, no star: skipped", name)
             return
+        if self._backend != "file" and _is_bar_mask(model.meta.instrument.coronagraph):
+            set_status(model, self.class_alias, "SKIPPED")
+            log.warning("recenter_frames: %s: bar mask %s: the %s PSF model has no bar occulter, "
+                        "so the star is not measured and the frame not shifted (the star stays "
+                        "at the mask centre, update_nircam_centers); psf_model=file with a PSF of "
+                        "this mask and filter centres it", name, model.meta.instrument.coronagraph,
+                        self._backend)
+            return
         arrays = FrameArrays.from_model(model)
         mask_yx = get_center_yx(model, "mask")
         half = int(np.ceil(self.fit_radius)) + _MARGIN
@@ -320,3 +328,9 @@ def _optics_note(options):
         return ""
     opd = "no OPD" if options.opd is None else f"OPD {options.opd.record()['file']}"
     return f", instrument wavefront {'on' if options.si_wfe else 'off'}, {opd}"
+
+
+def _is_bar_mask(coronagraph):
+    """True for the NIRCam wedge (bar) occulters, MASKLWB / MASKSWB in any module spelling."""
+    name = str(coronagraph or "").upper()
+    return name.endswith(("LWB", "SWB"))

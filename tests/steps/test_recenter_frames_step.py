@@ -118,6 +118,16 @@ def test_miri_is_skipped(caplog):
     np.testing.assert_array_equal(result.data, model.data)
 
 
+@pytest.mark.parametrize("mask", ["MASKALWB", "MASKASWB"])
+def test_bar_mask_is_skipped_with_a_warning(cube, caplog, mask):
+    """The models have no bar occulter: no shift, a warning, and the pipeline goes on."""
+    cube.meta.instrument.coronagraph = mask
+    result = RecenterFramesStep.call(cube, psf_model="builtin")
+    assert result.meta.cal_step.instance["recenter_frames"] == "SKIPPED"
+    assert f"bar mask {mask}: the builtin PSF model has no bar occulter" in caplog.text
+    np.testing.assert_array_equal(result.data, cube.data)
+
+
 def test_stpsf_without_data_is_a_clear_error(cube, monkeypatch, tmp_path):
     monkeypatch.setenv("STPSF_PATH", str(tmp_path))  # no version.txt
     with pytest.raises(ValueError, match="psf_backend='stpsf' needs \\$STPSF_PATH"):
