@@ -60,6 +60,10 @@ def _add_batch_parsers(sub):
     asn.add_argument("-o", "--output-dir", "--output_dir", dest="asn_dir", default=None,
                      help="folder for the *_asn.json files (default: next to the data)")
     asn.add_argument("--dry-run", action="store_true", help="print the groups, write nothing")
+    asn.add_argument("--across-programs", "--across_programs", dest="across_programs",
+                     action="store_true",
+                     help="group exposures of different programs (e.g. a science program and "
+                     "its reference-star program) into one association")
 
     batch = sub.add_parser(
         "batch", help="run the klipprep pipeline on many ASNs as Dask tasks",
@@ -102,7 +106,8 @@ def _batch_main(args, extra):
         note.addFilter(lambda record: record.levelno < logging.WARNING)
         logger.addHandler(note)
         try:
-            groups = associate(args.paths, args.asn_dir, write=not args.dry_run)
+            groups = associate(args.paths, args.asn_dir, write=not args.dry_run,
+                               across_programs=args.across_programs)
         finally:
             logger.removeHandler(note)
         if not groups:

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 #: Variance arrays kept consistent with SCI when present.
 VAR_NAMES = ("var_poisson", "var_rnoise", "var_flat")
 
+#: Inconsistent VAR_* arrays already reported (each is dropped by every step that reads it).
+_WARNED = set()
+
 
 def dq_bits(names):
     """Return the integer OR of DQ flags given by name or value (``"DO_NOT_USE,OUTLIER"``,
@@ -111,11 +114,13 @@ class FrameArrays:
                 continue
             array = as3d(array)
             if array.shape != shape:
-                log.warning(
-                    "%s: %s has shape %s but SCI has %s; dropping it from the output "
-                    "(the file is internally inconsistent)",
-                    name, var_name.upper(), array.shape, shape,
-                )
+                if (name, var_name, array.shape, shape) not in _WARNED:  # once per file
+                    _WARNED.add((name, var_name, array.shape, shape))
+                    log.warning(
+                        "%s: %s has shape %s but SCI has %s; dropping it from the output "
+                        "(the file is internally inconsistent)",
+                        name, var_name.upper(), array.shape, shape,
+                    )
                 dropped.append(var_name)
                 continue
             var[var_name] = array

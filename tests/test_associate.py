@@ -196,3 +196,24 @@ def test_one_product_per_exposure_cal_and_calints(program, tmp_path, caplog):
     assert len(notes) == 2
     assert any(str(cal) in n and f"{calints.name} is used" in n for n in notes)
     assert any(str(twin) in n for n in notes)
+
+
+def test_across_programs_joins_the_reference_program(program, tmp_path):
+    """References observed in another program: separate groups by default (the science alone,
+    the references without science are dropped), one association with ``across_programs``."""
+    root, f444w, _ = program
+    data = tmp_path / "data"
+    data.mkdir()
+    moved = {}
+    for path, role in f444w.items():
+        copy_to(path, data)
+        if role in ("REF", "REF_BG"):
+            set_header(data / path.name, PROGRAM="01194")
+        moved[path.name] = role
+    by_program = associate([data], tmp_path / "asns", write=False)
+    assert [g.name for g in by_program] == ["jw01184_f444w_mask335r"]
+    assert by_program[0].count("REF") == 0
+    joined = associate([data], tmp_path / "asns", across_programs=True)
+    assert [g.name for g in joined] == ["jw01184_f444w_mask335r"]
+    assert _roles(joined[0]) == moved
+    assert json.loads(joined[0].asn_path.read_text())["program"] == "01184"

@@ -245,7 +245,7 @@ def _group_warnings(group):
     return out
 
 
-def associate(paths, outdir=None, *, write=True):
+def associate(paths, outdir=None, *, write=True, across_programs=False):
     """Group stage-2 coronagraphic files into level-3 associations (headers only).
 
     Parameters
@@ -263,6 +263,11 @@ def associate(paths, outdir=None, *, write=True):
         (plain member names, no warning) if they share one, else the current folder.
     write : bool
         Write the ASN files (False: only return the groups).
+    across_programs : bool
+        Group exposures of different programs together (e.g. a science program and the
+        reference-star program taken for it, downloaded into one folder). The name and the
+        ASN ``program`` are those of the science exposures. Default False: one program per
+        association, as the official level-3 associations.
 
     Returns
     -------
@@ -284,7 +289,8 @@ def associate(paths, outdir=None, *, write=True):
             continue
         # one product per exposure: a _cal and a _calints of the same exposure (both come with a
         # MAST download), or two copies of one file, would write the same _klipprep product
-        ident = (exposure.key, exposure.path.name.rsplit("_", 1)[0])
+        key = _group_key(exposure, across_programs)
+        ident = (key, exposure.path.name.rsplit("_", 1)[0])
         first = seen.setdefault(ident, exposure)
         if first is not exposure:
             keep, drop = ((exposure, first) if _suffix(exposure) == "calints"
@@ -292,10 +298,10 @@ def associate(paths, outdir=None, *, write=True):
             notes.append((drop.path, f"same exposure as {keep.path}; {keep.path.name} is used"))
             if keep is exposure:
                 seen[ident] = exposure
-                by_key[exposure.key].remove(first)
-                by_key[exposure.key].append(exposure)
+                by_key[key].remove(first)
+                by_key[key].append(exposure)
             continue
-        by_key.setdefault(exposure.key, []).append(exposure)
+        by_key.setdefault(key, []).append(exposure)
     for path, why in notes:
         level = logging.WARNING if why.startswith(TRUNCATED) else logging.INFO
         log.log(level, "associate: skipped %s: %s", path, why)
@@ -309,6 +315,9 @@ def associate(paths, outdir=None, *, write=True):
             log.warning("associate: no science exposure for %s (%s): no association written",
                         "/".join(k for k in key if k), names)
             continue
+        if across_programs:  # named after the science program(s)
+            key = ("-".join(sorted({e.program for e, role in members if role == "SCI"})),
+                   *key[1:])
         program, instrument, detector, subarray, filt, mask, pupil = key
         group = Group(name=f"jw{program}_{filt.lower()}_{_mask_token(instrument, mask)}",
                       key=key, members=members)
@@ -330,6 +339,11 @@ def associate(paths, outdir=None, *, write=True):
         for warning in group.warnings:
             log.warning("associate: %s: %s", group.name, warning)
     return groups
+
+
+def _group_key(exposure, across_programs):
+    """The grouping key of an exposure (its program left out with ``across_programs``)."""
+    return ("", *exposure.key[1:]) if across_programs else exposure.key
 
 
 def _make_unique(groups):

@@ -152,6 +152,7 @@ class SubtractBackgroundStep(KlipPrepStep):
             nints, [FrameArrays.from_model(b).shape[0] for b in backgrounds],
             nints_per_median=self.nints_per_median, mapping=self.chunk_mapping,
         )
+        self._check_not_subtracted(model, kind, arrays, comb)
         scale = offset = None
         fit = None
         if self.scale:
@@ -188,6 +189,27 @@ class SubtractBackgroundStep(KlipPrepStep):
             "" if fit is None else f", scale {np.round(fit.scale, 4).tolist()}",
             int(sub.no_background.sum()),
         )
+
+    @staticmethod
+    def _check_not_subtracted(model, kind, arrays, comb):
+        """Warn when the target's sky is far below the background's: already subtracted?
+
+        A frame whose background was removed before (e.g. by another tool) would be pushed to
+        minus the background level. The medians over the pixels valid in both are compared
+        (the star covers a small part of a coronagraphic frame).
+        """
+        both = np.isfinite(arrays.data) & np.isfinite(comb.image[0])[None]
+        if both.sum() < 100:
+            return
+        background = float(np.median(comb.image[0][both.any(axis=0)]))
+        target = float(np.median(arrays.data[both]))
+        if background > 0 and target < 0.25 * background:
+            log.warning(
+                "subtract_background: %s (%s): its sky level before subtraction (median %.4g) "
+                "is far below the %s_BG level (%.4g): was its background already subtracted "
+                "(by another tool)? Subtracting it again leaves about %.4g; skip "
+                "subtract_background if so (in klipprep: --steps.subtract_background.skip=True)",
+                model.meta.filename, kind, target, kind, background, target - background)
 
     def _fit_scale(self, model, arrays, comb, chunk_index, bad_bits):
         bad = (arrays.dq & bad_bits) != 0

@@ -169,3 +169,15 @@ def test_save_combined_background(tmp_path):
     SubtractBackgroundStep.call([sci, bkg], save_combined_background=True,
                                 output_dir=str(tmp_path))
     assert (tmp_path / "bg_sci_bg_bkgcomb.fits").exists()
+
+
+@pytest.mark.parametrize("level, warned", [(-0.8, True), (20.0, False)])
+def test_warns_when_the_target_looks_already_subtracted(caplog, level, warned):
+    """A target whose sky sits far below the background's (e.g. subtracted by another tool)
+    gets a warning naming it; a target at the background's level does not."""
+    sci = _target("sci_calints.fits", "HD-1", level=level)
+    bkg = _background("bg_calints.fits", "HD-1-BACKGROUND", level=20.0)
+    SubtractBackgroundStep.call([sci, bkg])
+    assert ("sci_calints.fits (SCI): its sky level before subtraction" in caplog.text) is warned
+    if warned:
+        assert "was its background already subtracted" in caplog.text
