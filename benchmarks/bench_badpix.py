@@ -6,6 +6,8 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_badpix.py --quick    # 2 x 12 x 160 x 160, about 15 s
     .venv/bin/python benchmarks/bench_badpix.py --no-prior-art --workload synthetic
     .venv/bin/python benchmarks/bench_badpix.py --workload association   # issue 10's workload
+    .venv/bin/python benchmarks/bench_badpix.py --workload association --association miri \
+        --n-exp 10                                   # the real MIRI F1140C frames
 
 Workloads
 ---------
@@ -73,6 +75,9 @@ except ImportError:
 DO_NOT_USE, NON_SCIENCE = 1, 512  # jwst dqflags.pixel values, used to build the test DQ
 REAL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
                         "shared", "data", "real", "nircam_aumic_f444w")
+MIRI_DIR = os.path.join(os.path.dirname(REAL_DIR), "miri_hd106906_f1140c")
+# fix_bad_pixels' default band limit for MIRI F1140C (0.11"/px): 0.36 * 4.4 / 11.3 * 0.11 / 0.063
+MIRI_LAM_OVER_D = 1.0 / (0.36 * 4.4 / 11.3 * 0.11 / 0.063)
 AMPLITUDES = (3, 5, 10, 30, 100, 1000)
 CORE_RADIUS, COMP_RADIUS = 20.0, 3.0
 READ_ERR, GAIN = 0.18, 0.0024  # ERR^2 = READ_ERR^2 + GAIN * signal (fit to the F444W frames)
@@ -170,6 +175,45 @@ def real_exposures(n_exp, nints, size, seed=0):
         errc = np.repeat(err[None], nints, axis=0).astype(np.float32)
         dq = np.zeros(truth.shape, np.uint32)
         dq[~np.isfinite(truth) | ~np.isfinite(errc)] |= NON_SCIENCE
+        yield truth, errc, dq, star, comp, os.path.basename(path)[:25]
+
+
+def miri_exposures(n_exp, nints, size, seed=0):
+    """The real MIRI F1140C target frames (science and the nine reference dithers; not the
+    backgrounds), a companion added, replicated like `real_exposures`, cropped to at most
+    ``size`` around CRPIX."""
+    from astropy.io import fits
+
+    files = []
+    for path in sorted(glob.glob(os.path.join(MIRI_DIR, "*_calints.fits"))):
+        with fits.open(path) as hdul:
+            if not hdul[0].header.get("BKGDTARG", False):
+                files.append(path)
+    if not files:
+        return
+    _, off = _optics(64, seed=5, lam_over_d=MIRI_LAM_OVER_D)
+    for path in files[:n_exp]:
+        with fits.open(path) as hdul:
+            sci = hdul["SCI"].data[0].astype(np.float32)
+            err = hdul["ERR"].data[0].astype(np.float32)
+            star = (hdul["SCI"].header["CRPIX2"] - 1.0, hdul["SCI"].header["CRPIX1"] - 1.0)
+        side = min(size, *sci.shape)
+        y0 = int(np.clip(round(star[0]) - side // 2, 0, sci.shape[0] - side))
+        x0 = int(np.clip(round(star[1]) - side // 2, 0, sci.shape[1] - side))
+        sci, err = sci[y0:y0 + side, x0:x0 + side], err[y0:y0 + side, x0:x0 + side]
+        star = (star[0] - y0, star[1] - x0)
+        comp = (star[0] - 0.2 * side, star[1] + 0.15 * side)
+        sky = np.nanmedian(err)
+        stamp = _fourier_shift(off, comp[0] % 1, comp[1] % 1) * 300.0 * sky
+        iy, ix = int(comp[0]) - 32, int(comp[1]) - 32
+        add = np.zeros_like(sci)
+        add[iy:iy + 64, ix:ix + 64] = stamp
+        sci = sci + add
+        err = np.sqrt(err**2 + GAIN * np.maximum(add, 0))
+        truth = np.repeat(sci[None], nints, axis=0)
+        errc = np.repeat(err[None], nints, axis=0).astype(np.float32)
+        dq = np.zeros(truth.shape, np.uint32)
+        dq[~np.isfinite(truth) | ~np.isfinite(errc) | (errc <= 0)] |= NON_SCIENCE
         yield truth, errc, dq, star, comp, os.path.basename(path)[:25]
 
 
@@ -526,14 +570,15 @@ def run_ours_association(cubes, lam_over_d=2.8, find=None):
 
 
 ASSOC_FIND = ("persistent", "temporal")  # the step's default, less dq (no DQ flags here)
-ASSOC_WORKLOADS = {
-    "both": (("synthetic", synthetic_exposures), ("real F444W", real_exposures)),
-    "synthetic": (("synthetic", synthetic_exposures),),
-    "real": (("real F444W", real_exposures),),
+ASSOC_WORKLOADS = {  # label -> (name, frames, lambda / D in px of the band limit)
+    "both": (("synthetic", synthetic_exposures, 2.8), ("real F444W", real_exposures, 2.8)),
+    "synthetic": (("synthetic", synthetic_exposures, 2.8),),
+    "real": (("real F444W", real_exposures, 2.8),),
+    "miri": (("real MIRI F1140C", miri_exposures, MIRI_LAM_OVER_D),),
 }
 
 
-def run_association(name, exposures, seed, quiet=False, find=None):
+def run_association(name, exposures, seed, quiet=False, find=None, lam_over_d=2.8):
     rng = np.random.default_rng(seed)
     exposures = list(exposures)
     if not exposures:
@@ -541,7 +586,7 @@ def run_association(name, exposures, seed, quiet=False, find=None):
     shape = exposures[0][0].shape
     star = exposures[0][3]
     defects, taken = detector_defects(shape[1:], star, rng)
-    _, off = _optics(64, seed=5)
+    _, off = _optics(64, seed=5, lam_over_d=lam_over_d)
     cubes, extra = [], []
     for truth, err, dq, star_e, comp, _ in exposures:
         data, err_in, dq_in, noisy, truth_s, kinds, sources = inject_association(
@@ -549,7 +594,7 @@ def run_association(name, exposures, seed, quiet=False, find=None):
         cubes.append((data, err_in, dq_in))
         extra.append((truth_s, err, noisy, kinds, sources, star_e, comp))
     snapshots = [c[0].copy() for c in cubes]
-    outs, persistent, wall, cpu = run_ours_association(cubes, find=find)
+    outs, persistent, wall, cpu = run_ours_association(cubes, find=find, lam_over_d=lam_over_d)
     for c, snap in zip(cubes, snapshots, strict=True):
         assert np.array_equal(c[0], snap, equal_nan=True), "ours modified its input"
     t = Tally()
@@ -713,9 +758,9 @@ def main(argv=None):
     print(f"association workloads: ours: exposure_evidence + find_persistent over the group, "
           f"then find={a.assoc_find.split(',')}, fix={list(OURS_FIX)} per exposure")
     if a.workload in ("association", "all"):
-        for wl, gen in ASSOC_WORKLOADS[a.association]:
+        for wl, gen, lam_over_d in ASSOC_WORKLOADS[a.association]:
             res = run_association(wl, gen(n_exp, nints, size, a.seed), a.seed + 7, a.quiet,
-                                  find=a.assoc_find.split(","))
+                                  find=a.assoc_find.split(","), lam_over_d=lam_over_d)
             if res is None:
                 print(f"\n(association {wl} skipped: no frames)")
             else:
