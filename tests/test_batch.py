@@ -73,7 +73,9 @@ def test_two_succeed_one_is_reported(first_run, asns):
     assert list(table["asn"]) == [str(p.resolve()) for p in asns]
     assert list(table["status"]) == ["ok", "ok", "failed"]
     assert list(table["n_products"]) == [3, 3, 0]
-    assert table["error"][2].startswith(f"InputError: {asns[2].resolve()}: cannot be opened")
+    # the broken member is named, with its association
+    assert table["error"][2].startswith(f"InputError: {asns[2].resolve().parent}/jw01002")
+    assert f"(member of {asns[2].name}): cannot be opened" in table["error"][2]
     assert all(e == "" for e in table["error"][:2])
     assert (table["seconds"][:2] > 0).all() and (table["cpu_seconds"][:2] > 0).all()
     assert (table["peak_rss_mb"][:2] > 50).all()
