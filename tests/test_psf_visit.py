@@ -141,6 +141,7 @@ def test_wavefront_modes_are_unit_rms_and_tip_tilt_free():
         wavefront_modes(pupil, "spherical")
 
 
+@pytest.mark.slow
 @needs_stpsf
 def test_stpsf_factory_equals_psf_frame_with_the_opd_in_a_file(tmp_path, monkeypatch):
     monkeypatch.setenv("STPSF_PATH", str(_MINI))
@@ -151,8 +152,8 @@ def test_stpsf_factory_equals_psf_frame_with_the_opd_in_a_file(tmp_path, monkeyp
     with fits.open(_MINI / "jwst_pupil_RevW_npix256.fits.gz") as hdul:
         modes = wavefront_modes(hdul[0].data, "focus_astig")
     coefficients = np.array([20.0, -10.0, 5.0])
-    fits.PrimaryHDU(base + np.tensordot(coefficients, modes, axes=1)).writeto(
-        tmp_path / "moved.fits")
+    fits.PrimaryHDU(base + np.tensordot(coefficients, modes, axes=1),
+                    header=fits.Header({"BUNIT": "meter"})).writeto(tmp_path / "moved.fits")
     kw = dict(instrument="NIRCAM", filter_name="F444W", canonical="MASK335R", shape=(33, 33),
               center_yx=(16.2, 15.8), pixel_scale=0.0629, nlambda=1, oversample=2)
     options = StpsfOptions(opd=read_opd(tmp_path / "base.fits"), si_wfe=True, pupil_npix=256)
@@ -171,3 +172,75 @@ def test_stpsf_factory_equals_psf_frame_with_the_opd_in_a_file(tmp_path, monkeyp
     assert np.abs(moved - at_base).max() > 0.01 * at_base.max()  # the modes do change it
     with pytest.raises(ValueError, match="modes must be"):
         stpsf_mode_factory(options=options, modes=modes[:, :10], **kw)
+
+
+def test_fit_wavefront_needs_stpsf_and_an_opd_file():
+    from conftest import make_model
+
+    from jwst_klipprep.base import ParameterError
+    from jwst_klipprep.steps.recenter_frames_step import RecenterFramesStep
+
+    with pytest.raises(ParameterError, match="needs the stpsf model and an OPD file"):
+        RecenterFramesStep.call(make_model(), psf_model="builtin", fit_wavefront="low_order")
+    with pytest.raises(Exception, match="fit_wavefront"):
+        RecenterFramesStep.call(make_model(), psf_model="builtin", fit_wavefront="high_order")
+
+
+@pytest.mark.slow
+@needs_stpsf
+def test_step_visit_fit_removes_the_drift_of_an_older_opd(tmp_path, monkeypatch):
+    """Three exposures made with an OPD that drifted (focus + astigmatism, 30-40 nm rms each)
+    from the given one: the per-exposure fit is biased alike, the visit fit removes it and
+    records the drift."""
+    from conftest import make_model
+    from jwst.datamodels import ModelContainer
+
+    from jwst_klipprep.base import InputError
+    from jwst_klipprep.psf.models import StpsfOptions
+    from jwst_klipprep.psf.opd import make_test_opd, read_opd
+    from jwst_klipprep.steps.recenter_frames_step import RecenterFramesStep
+
+    monkeypatch.setenv("STPSF_PATH", str(_MINI))
+    pixel, shape, mask_yx = 0.0629, (49, 49), (24.3, 23.6)
+    make_test_opd(tmp_path / "old.fits", rms_nm=60.0, seed=4, npix=256, data_path=_MINI)
+    with fits.open(_MINI / "jwst_pupil_RevW_npix256.fits.gz") as hdul:
+        modes = wavefront_modes(hdul[0].data, "focus_astig")
+    drift = np.array([40.0, -40.0, 30.0])
+    # the truth through the mode factory on the old OPD (= psf_frame with old + drift: the test
+    # above), which saves two stpsf optical-system builds
+    factory = stpsf_mode_factory(
+        instrument="NIRCAM", filter_name="F444W", canonical="MASK335R", shape=shape,
+        center_yx=mask_yx, pixel_scale=pixel, nlambda=1, oversample=2, modes=modes,
+        options=StpsfOptions(opd=read_opd(tmp_path / "old.fits"), si_wfe=True, pupil_npix=256))
+    offsets = np.array([[0.25, -0.3], [-0.2, 0.1], [0.05, 0.35]])  # px (16-22 mas)
+    rng = np.random.default_rng(1)
+    exposures = []
+    for k, off in enumerate(offsets):
+        frame = factory(drift)(off)
+        model = make_model(nints=2, ny=shape[0], nx=shape[1], seed=k,
+                           filename=f"jw01234001001_03106_0000{k + 1}_nrcalong_calints.fits")
+        model.data = (5000 * frame / frame.max() + rng.normal(0, 1.0, (2,) + shape)).astype(
+            np.float32)
+        model.err = np.full(model.data.shape, 1.0, np.float32)
+        model.dq = np.zeros(model.data.shape, np.uint32)
+        model.meta.wcsinfo.crpix1, model.meta.wcsinfo.crpix2 = mask_yx[1] + 1, mask_yx[0] + 1
+        exposures.append(model)
+    pars = dict(psf_model="stpsf", opd=str(tmp_path / "old.fits"), fit_radius=10.0, nlambda=1,
+                oversample=2, apply=False)
+    visit = RecenterFramesStep.call(ModelContainer(exposures), fit_wavefront="focus_astig",
+                                    wavefront_prior_nm=30.0, **pars)
+    mas = pixel * 1000
+    for k, result in enumerate(visit):
+        rec = result.meta.instance["klipprep"]["recenter_frames"]
+        fit = rec["wavefront_fit"]
+        # the per-exposure fit (the start) is biased by the drift; the visit fit is not
+        assert np.hypot(*np.subtract(fit["per_exposure_offset_yx"], offsets[k])) * mas > 1.0
+        assert np.hypot(*np.subtract(rec["star_offset_yx"], offsets[k])) * mas < 0.2
+        assert fit["coefficients_nm"] == pytest.approx(drift, abs=2.0)
+        assert fit["modes"] == ["focus", "astig_0", "astig_45"] and len(fit["members"]) == 3
+        assert rec["systematic_floor_mas"] == 3.0  # VISIT_FLOOR_MAS, not the 6 mas OPD floor
+        assert rec["star_offset_err_yx"] == pytest.approx(
+            np.hypot(rec["star_offset_stat_err_yx"], 3.0 / mas))
+        assert result.meta.cal_step.recenter_frames == "COMPLETE"
+    with pytest.raises(InputError, match="needs at least 2 exposures"):
+        RecenterFramesStep.call(exposures[0], fit_wavefront="low_order", **pars)

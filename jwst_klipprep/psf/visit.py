@@ -33,7 +33,8 @@ import numpy as np
 
 from jwst_klipprep.psf.opd import _zernike_terms
 
-__all__ = ["MODE_SETS", "VisitFit", "fit_visit", "stpsf_mode_factory", "wavefront_modes"]
+__all__ = ["MODE_SETS", "VISIT_FLOOR_MAS", "VisitFit", "fit_visit", "stpsf_mode_factory",
+           "wavefront_modes"]
 
 #: Named sets of global wavefront modes (`wavefront_modes`): their mode names.
 MODE_SETS = {
@@ -41,6 +42,13 @@ MODE_SETS = {
     "low_order": ("focus", "astig_0", "astig_45", "coma_x", "coma_y", "trefoil_0",
                   "trefoil_30"),
 }
+
+#: Systematic floor (mas per axis, 1 sigma) of a star position from the visit fit started from an
+#: OPD older than the frames (``recenter_frames --fit_wavefront``): what the fitted modes cannot
+#: represent (per-segment drift) still biases the exposures alike. Measured with
+#: ``benchmarks/bench_recenter.py --issue9 --visit-fit`` (15 nm rms drift, low_order modes, prior
+#: 15 nm): 1.8 and 2.7 mas radial on two maps (up to 2.5 per axis).
+VISIT_FLOOR_MAS = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,13 +89,24 @@ class VisitFit:
     converged: bool
 
 
-class _Counted:
-    def __init__(self, factory, shape):
-        self.factory, self.shape, self.calls = factory, shape, 0
+class _Models:
+    """The factory's models per exposure (one shared model or one per exposure), counted."""
 
-    def __call__(self, coefficients, offset_yx):
-        frame = np.asarray(self.factory(np.array(coefficients, float))(
-            (float(offset_yx[0]), float(offset_yx[1]))), dtype=float)
+    def __init__(self, factory, shape, n):
+        self.factory, self.shape, self.n, self.calls = factory, shape, n, 0
+
+    def at(self, coefficients):
+        made = self.factory(np.array(coefficients, float))
+        if callable(made):
+            return [made] * self.n
+        made = list(made)
+        if len(made) != self.n or not all(callable(m) for m in made):
+            raise ValueError(f"the model factory must return a model or {self.n} models (one "
+                             "per exposure)")
+        return made
+
+    def __call__(self, model, offset_yx):
+        frame = np.asarray(model((float(offset_yx[0]), float(offset_yx[1]))), dtype=float)
         self.calls += 1
         if frame.shape != self.shape:
             raise ValueError(f"the model returned shape {frame.shape}, expected {self.shape}")
@@ -120,10 +139,13 @@ def _check_inputs(data, err, bad, n_modes, offsets0, prior, iterations, fit_radi
     if not fit_radius > 0:
         raise ValueError(f"fit_radius must be > 0, got {fit_radius!r}")
     ny, nx = data.shape[1:]
-    center = ((ny - 1) / 2.0, (nx - 1) / 2.0) if center_yx is None else tuple(
-        float(v) for v in center_yx)
+    center = np.array(((ny - 1) / 2.0, (nx - 1) / 2.0) if center_yx is None else center_yx,
+                      dtype=float)
+    center = np.broadcast_to(center, (n, 2)) if center.shape in ((2,), (n, 2)) else None
+    if center is None or not np.all(np.isfinite(center)):
+        raise ValueError(f"center_yx must be (y, x) or (n_exposures, 2), got {center_yx!r}")
     yy, xx = np.indices((ny, nx))
-    region = np.hypot(yy - center[0], xx - center[1]) <= fit_radius
+    region = np.hypot(yy - center[:, :1, None], xx - center[:, 1:, None]) <= fit_radius
     use = region & ~bad & np.isfinite(data) & np.isfinite(err) & (err > 0)
     if np.any(use.sum(axis=(1, 2)) < 10):
         raise ValueError("an exposure has fewer than 10 valid pixels within fit_radius")
@@ -142,7 +164,9 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
         One frame per exposure (e.g. its integration median) on the stamp, n >= 2.
     model_factory : callable
         ``model_factory(coefficients (K,)) -> model``, ``model(offset_yx_px) -> (ny, nx)``:
-        the occulted PSF with the base wavefront + the modes, star at mask centre + offset.
+        the occulted PSF with the base wavefront + the modes, star at mask centre + offset; or
+        a list of n such models, one per exposure (e.g. when the mask centre sits at different
+        stamp positions). ``nmodel`` counts model calls.
     n_modes : int
         K.
     err : array (n, ny, nx)
@@ -160,8 +184,9 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
         Gauss-Newton steps (each one new linearisation).
     fit_radius : float, optional
         Pixels within this radius of ``center_yx`` are fitted.
-    center_yx : (float, float), optional
-        Mask centre in the stamp (default the array centre).
+    center_yx : (float, float) or array (n, 2), optional
+        Mask centre in the stamp (default the array centre), or one per exposure: the centre
+        of the fit region.
     mode_step, offset_step : float, optional
         Finite-difference steps (factory units; px).
     mode_derivatives : {"mean", "each"}, optional
@@ -185,7 +210,7 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
     data, err, use, offsets, prior = _check_inputs(data, err, bad, n_modes, offsets0, prior,
                                                    iterations, fit_radius, center_yx)
     n, k_modes = data.shape[0], int(n_modes)
-    model = _Counted(model_factory, data.shape[1:])
+    evaluate = _Models(model_factory, data.shape[1:], n)
     ivar = [1.0 / err[e][use[e]] ** 2 for e in range(n)]
     obs = [data[e][use[e]] for e in range(n)]
     coeffs = np.zeros(k_modes)
@@ -194,21 +219,27 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
     eye = np.eye(k_modes) * mode_step
     converged, steps = False, 0
     for steps in range(1, int(iterations) + 1):  # noqa: B007 (steps is reported)
+        base = evaluate.at(coeffs)
+        stepped = [evaluate.at(coeffs + eye[k]) for k in range(k_modes)]
         if mode_derivatives == "mean":
             at = offsets.mean(axis=0)
-            m_at = model(coeffs, at)
-            shared = [(model(coeffs + eye[k], at) - m_at) / mode_step for k in range(k_modes)]
+            shared = {}  # per distinct model object: derivatives at the mean offset
+            for e in range(n):
+                if id(base[e]) not in shared:
+                    m_at = evaluate(base[e], at)
+                    shared[id(base[e])] = [(evaluate(stepped[k][e], at) - m_at) / mode_step
+                                           for k in range(k_modes)]
         blocks, rhs, weights = [], [], []
         chi2 = 0.0
         for e in range(n):
-            m0 = model(coeffs, offsets[e])
-            my = model(coeffs, offsets[e] + (offset_step, 0.0))
-            mx = model(coeffs, offsets[e] + (0.0, offset_step))
+            m0 = evaluate(base[e], offsets[e])
+            my = evaluate(base[e], offsets[e] + (offset_step, 0.0))
+            mx = evaluate(base[e], offsets[e] + (0.0, offset_step))
             if mode_derivatives == "each":
-                dmodes = [(model(coeffs + eye[k], offsets[e]) - m0)[use[e]] / mode_step
+                dmodes = [(evaluate(stepped[k][e], offsets[e]) - m0)[use[e]] / mode_step
                           for k in range(k_modes)]
             else:
-                dmodes = [d[use[e]] for d in shared]
+                dmodes = [d[use[e]] for d in shared[id(base[e])]]
             m0 = m0[use[e]]
             if not np.all(np.isfinite(m0)):
                 raise ValueError(f"exposure {e}: the model has non-finite values on fitted pixels")
@@ -253,7 +284,7 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
     errors = np.sqrt(np.diag(cov))
     return VisitFit(offset_yx=offsets, offset_err_yx=errors[k_modes:].reshape(n, 3)[:, :2],
                     coefficients=coeffs, coefficient_err=errors[:k_modes], scale=scales,
-                    chi2_red=float(chi2_red), covariance=cov, nmodel=model.calls,
+                    chi2_red=float(chi2_red), covariance=cov, nmodel=evaluate.calls,
                     iterations=steps, converged=converged)
 
 
@@ -312,19 +343,28 @@ def stpsf_mode_factory(*, instrument, filter_name, canonical, shape, center_yx, 
     ----------
     modes : array (K, npix, npix)
         Metres per unit coefficient on the pupil grid (`wavefront_modes`).
+    center_yx : (float, float) or array (n, 2)
+        Mask centre on the stamp; n centres give n models (one per exposure), which share
+        the propagations.
     Others
         As `jwst_klipprep.psf.models.psf_frame` (``offset`` in px here).
 
     Returns
     -------
     callable
-        ``factory(coefficients) -> model(offset_yx_px) -> ndarray shape`` (thread-safe).
+        ``factory(coefficients) -> model(offset_yx_px) -> ndarray shape`` (a list of n models
+        for n centres; thread-safe); ``factory.propagations`` counts the stpsf propagations.
     """
     from jwst_klipprep.psf import models
 
     ny, nx = (int(v) for v in shape)
-    center = (float(center_yx[0]), float(center_yx[1]))
-    half = max(center[0], ny - 1 - center[0], center[1], nx - 1 - center[1])
+    centers = np.array(center_yx, dtype=float)
+    single = centers.ndim == 1
+    centers = np.atleast_2d(centers)
+    if centers.shape[1:] != (2,) or not np.all(np.isfinite(centers)):
+        raise ValueError(f"center_yx must be (y, x) or (n, 2), got {np.shape(center_yx)}")
+    half = max(np.max(centers[:, 0]), ny - 1 - np.min(centers[:, 0]), np.max(centers[:, 1]),
+               nx - 1 - np.min(centers[:, 1]))
     stamp = min(models._STPSF_MAX_STAMP, 2 * int(math.ceil(half)) + 4)
     stamp += stamp % 2
     common = (instrument, filter_name, canonical)
@@ -340,26 +380,44 @@ def stpsf_mode_factory(*, instrument, filter_name, canonical, shape, center_yx, 
     norm = float(models._stpsf_stamp(*common, 0.0, 0.0, stamp, pixel_scale, oversample, nlambda,
                                      False, options).sum())
     lock = threading.Lock()
+    stamps = {}  # the last propagations, shared by the exposures' placements
 
-    def factory(coefficients):
-        coefficients = np.asarray(coefficients, dtype=float)
-        if coefficients.shape != (len(modes),):
-            raise ValueError(f"expected {len(modes)} coefficients, got {coefficients.shape}")
-        opd = base + np.tensordot(coefficients, modes, axes=1)
-
-        def model(offset_yx_px):
-            y_as = float(offset_yx_px[0]) * pixel_scale
-            x_as = float(offset_yx_px[1]) * pixel_scale
-            with lock, models._quiet_stpsf():
+    def propagate(coefficients, opd, offset_yx_px):
+        key = (coefficients.tobytes(), round(float(offset_yx_px[0]), 9),
+               round(float(offset_yx_px[1]), 9))
+        with lock:
+            if key in stamps:
+                return stamps[key]
+            y_as = key[1] * pixel_scale
+            x_as = key[2] * pixel_scale
+            with models._quiet_stpsf():
                 plane.opd = opd
                 osys.source_offset_r = math.hypot(y_as, x_as)
                 osys.source_offset_theta = math.degrees(math.atan2(-x_as, y_as))
                 hdul = osys.calc_psf(wavelength=wavelengths, weight=weights,
                                      normalize="first")
             frame = np.asarray(hdul[0].data, dtype=np.float64).reshape(
-                stamp, oversample, stamp, oversample).sum(axis=(1, 3))
-            return models.place_stamp(frame / norm, center, (ny, nx))
+                stamp, oversample, stamp, oversample).sum(axis=(1, 3)) / norm
+            if len(stamps) > 64:
+                stamps.clear()
+            stamps[key] = frame
+            factory.propagations += 1
+            return frame
 
-        return model
+    def factory(coefficients):
+        coefficients = np.array(coefficients, dtype=float)
+        if coefficients.shape != (len(modes),):
+            raise ValueError(f"expected {len(modes)} coefficients, got {coefficients.shape}")
+        opd = base + np.tensordot(coefficients, modes, axes=1)
 
+        def placed(center):
+            def model(offset_yx_px):
+                return models.place_stamp(propagate(coefficients, opd, offset_yx_px),
+                                          tuple(center), (ny, nx))
+            return model
+
+        made = [placed(c) for c in centers]
+        return made[0] if single else made
+
+    factory.propagations = 0
     return factory
