@@ -604,7 +604,13 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
     from astropy.io import fits
 
     from jwst_klipprep.psf.opd import pupil_file
-    from jwst_klipprep.psf.visit import MODE_SETS, fit_visit, stpsf_mode_factory, wavefront_modes
+    from jwst_klipprep.psf.visit import (
+        MODE_SETS,
+        VISIT_FLOOR_MAS,
+        fit_visit,
+        stpsf_mode_factory,
+        wavefront_modes,
+    )
 
     pupil = fits.getdata(pupil_file(os.environ["STPSF_PATH"], ISSUE9_NPIX))
     inside = pupil > 0.5
@@ -614,6 +620,26 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
               center_yx=(CENTER, CENTER), pixel_scale=PIXEL_SCALE, nlambda=3,
               oversample=OVERSAMPLE)
     out = {}
+    if "each" in args.visit_derivatives:  # how much the mode response changes over the visit
+        start = next(iter(starts))
+        modes = wavefront_modes(pupil, args.visit_modes[0])
+        factory = stpsf_mode_factory(options=starts[start][0], modes=modes, **kw)
+        est0 = starts[start][1]
+        mean = est0.mean(axis=0)
+        far = est0[np.argmax(np.hypot(*(est0 - mean).T))]
+        yy, xx = np.indices((FOV, FOV)) - CENTER
+        region = np.hypot(yy, xx) <= 20.0
+        base = factory(np.zeros(len(modes)))
+        rel = []
+        for k in range(len(modes)):
+            step = factory(5.0 * np.eye(len(modes))[k])
+            d_mean = (step(mean) - base(mean))[region]
+            d_far = (step(far) - base(far))[region]
+            rel.append(np.sqrt(np.sum((d_far - d_mean) ** 2) / np.sum(d_mean**2)))
+        print(f"\nMode derivatives (5 nm steps, {start} start) at the visit's mean offset vs at "
+              f"the exposure farthest from it ({np.hypot(*(far - mean)) * PIXEL_SCALE * MAS:.0f}"
+              f" mas away): relative rms difference per mode within 20 px "
+              f"{np.array2string(np.array(rel), precision=2)}")
     for start, (options, est0) in starts.items():
         prior = args.visit_drift_nm if options.opd is not None else args.visit_prior_nm
         base_map = opd_maps[start]
@@ -637,7 +663,8 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
           "at most; starts: the per-exposure fits; prior = rms of each mode coefficient):\n")
     print("| start | modes | derivatives | prior (nm) | error median / max (mas) | spread (mas) | "
           "mean error (dy, dx) mas | median sigma stat (mas) | error/sigma rms: stat / stat + "
-          "mode-set spread | chi2_red | model evals | steps | s / exposure (CPU) |")
+          f"mode-set spread / stat + floor {VISIT_FLOOR_MAS:g} mas | chi2_red | model evals | "
+          "steps | s / exposure (CPU) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (start, mode_set, derivatives), (fit, secs, cpu, _, prior) in out.items():
         diff = (fit.offset_yx - offsets) * PIXEL_SCALE * MAS
@@ -653,11 +680,20 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
         else:
             cover2 = "-"
         cover = float(np.sqrt(np.mean((diff / sig) ** 2)))
+        cover3 = float(np.sqrt(np.mean((diff / np.hypot(sig, VISIT_FLOOR_MAS)) ** 2)))
         print(f"| {start} | {mode_set} ({len(MODE_SETS[mode_set])}) | {derivatives} | "
               f"{prior:g} | {np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | "
               f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | {np.median(sig):.3f} | "
-              f"{cover:.1f} / {cover2} | {fit.chi2_red:.1f} | {fit.nmodel} | {fit.iterations} | "
+              f"{cover:.1f} / {cover2} / {cover3:.2f} | {fit.chi2_red:.1f} | {fit.nmodel} | "
+              f"{fit.iterations}{'' if fit.converged else ' (not converged)'} | "
               f"{secs:.1f} ({cpu:.1f}) |", flush=True)
+    pairs = [(k, v[0].offset_yx) for k, v in out.items() if k[2] == "mean"]
+    for (start, mode_set, _), off_mean in pairs:
+        each = out.get((start, mode_set, "each"))
+        if each is not None:
+            d = np.hypot(*((each[0].offset_yx - off_mean) * PIXEL_SCALE * MAS).T)
+            print(f"\n{start}, {mode_set}: offsets with mode derivatives per exposure minus at "
+                  f"the mean offset: median / max {np.median(d):.2f} / {d.max():.2f} mas")
     print("\nFitted mode coefficients (nm rms; focus, astig x2[, coma x2, trefoil x2]) vs the "
           "projection of the true (map - start map) on the modes:\n")
     for (start, mode_set, derivatives), (fit, _, _, truth_c, _) in out.items():

@@ -71,7 +71,7 @@ class RecenterFramesStep(KlipPrepStep):
         opd = string(default=None)  # stpsf: telescope wavefront (OPD) file: 2-D FITS in metres on the pupil grid, an OPD cube (with opd_slice), or a MAST wavefront-sensing OPD file; 'auto' = the measured OPD nearest each exposure's date from MAST (network)
         opd_slice = integer(default=None, min=0)  # Slice of an OPD cube
         si_wfe = boolean(default=True)  # stpsf: include the instrument wavefront (when the stpsf data have it); defines the star position convention
-        systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, without 30, builtin/file 30)
+        systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, with OPD and fit_wavefront 3, without 30, builtin/file 30)
         pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 1024
         per_integration = boolean(default=False)  # Fit every integration and combine the offsets (False: one fit on the exposure's sigma-clipped integration median)
         fit_wavefront = option("none", "low_order", "focus_astig", default="none")  # stpsf with an OPD file and several exposures: fit the wavefront drift since the OPD (low_order = focus, astigmatism, coma, trefoil; focus_astig = 3 modes) shared by the exposures, jointly with their star offsets
