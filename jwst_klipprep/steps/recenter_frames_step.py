@@ -74,7 +74,7 @@ class RecenterFramesStep(KlipPrepStep):
         systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, with OPD and fit_wavefront 3, without 30, builtin/file 30)
         pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 1024
         per_integration = boolean(default=False)  # Fit every integration and combine the offsets (False: one fit on the exposure's sigma-clipped integration median)
-        fit_wavefront = option("none", "low_order", "focus_astig", default="none")  # stpsf with an OPD file and several exposures: fit the wavefront drift since the OPD (low_order = focus, astigmatism, coma, trefoil; focus_astig = 3 modes) shared by the exposures, jointly with their star offsets
+        fit_wavefront = option("none", "low_order", default="none")  # stpsf with an OPD file and several exposures: fit the wavefront drift since the OPD (low_order = global focus, astigmatism, coma, trefoil) shared by the exposures, jointly with their star offsets
         wavefront_prior_nm = float(default=15.0, min=0.1, max=1000.0)  # fit_wavefront: expected drift of each mode since the OPD (nm rms, Gaussian prior)
     """  # noqa: E501
 
