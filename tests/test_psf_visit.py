@@ -209,7 +209,7 @@ def test_step_visit_fit_removes_the_drift_of_an_older_opd(tmp_path, monkeypatch)
     factory = stpsf_mode_factory(
         instrument="NIRCAM", filter_name="F444W", canonical="MASK335R", shape=shape,
         center_yx=mask_yx, pixel_scale=pixel, nlambda=1, oversample=2, modes=modes,
-        options=StpsfOptions(opd=read_opd(tmp_path / "old.fits"), si_wfe=True, pupil_npix=256))
+        options=StpsfOptions(opd=read_opd(tmp_path / "old.fits"), si_wfe=False, pupil_npix=256))
     offsets = np.array([[0.25, -0.3], [-0.2, 0.1], [0.05, 0.35]])  # px (16-22 mas)
     rng = np.random.default_rng(1)
     exposures = []
@@ -223,8 +223,9 @@ def test_step_visit_fit_removes_the_drift_of_an_older_opd(tmp_path, monkeypatch)
         model.dq = np.zeros(model.data.shape, np.uint32)
         model.meta.wcsinfo.crpix1, model.meta.wcsinfo.crpix2 = mask_yx[1] + 1, mask_yx[0] + 1
         exposures.append(model)
+    # no instrument wavefront: two stpsf builds less (the visit fit does not depend on it)
     pars = dict(psf_model="stpsf", opd=str(tmp_path / "old.fits"), fit_radius=10.0, nlambda=1,
-                oversample=2, apply=False)
+                oversample=2, apply=False, si_wfe=False)
     visit = RecenterFramesStep.call(ModelContainer(exposures), fit_wavefront="low_order",
                                     wavefront_prior_nm=30.0, **pars)
     mas = pixel * 1000
@@ -232,7 +233,7 @@ def test_step_visit_fit_removes_the_drift_of_an_older_opd(tmp_path, monkeypatch)
         rec = result.meta.instance["klipprep"]["recenter_frames"]
         fit = rec["wavefront_fit"]
         # the per-exposure fit (the start) is biased by the drift; the visit fit is not
-        assert np.hypot(*np.subtract(fit["per_exposure_offset_yx"], offsets[k])) * mas > 1.0
+        assert np.hypot(*np.subtract(fit["per_exposure_offset_yx"], offsets[k])) * mas > 0.5
         assert np.hypot(*np.subtract(rec["star_offset_yx"], offsets[k])) * mas < 0.2
         assert fit["coefficients_nm"] == pytest.approx(drift, abs=2.0)
         assert fit["modes"] == list(MODE_SETS["low_order"]) and len(fit["members"]) == 3
