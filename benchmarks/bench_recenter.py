@@ -593,113 +593,115 @@ def _around(function, guess_yx):
     return moved
 
 
-def _global_modes(npix):
-    """Global low-order OPD modes on the stpsf pupil (metres per unit coefficient = 1 nm rms):
-    focus, astigmatism x2, coma x2, trefoil x2 (unit rms inside the pupil, PTT-free)."""
-    from astropy.io import fits
+def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
+    """Visit-level fit rows (`jwst_klipprep.psf.visit.fit_visit`): wavefront modes shared by
+    the six exposures, fitted jointly with their offsets, started from the per-exposure fits.
 
-    from jwst_klipprep.psf.opd import _zernike_terms, pupil_file
-
-    with fits.open(pupil_file(os.environ["STPSF_PATH"], npix)) as hdul:
-        inside = np.asarray(hdul[0].data, float) > 0.5
-    yy, xx = np.indices(inside.shape) - (npix - 1) / 2.0
-    radius = max(np.abs(xx[inside]).max(), np.abs(yy[inside]).max())
-    x, y = xx / radius, yy / radius
-    design = np.stack([np.ones(inside.sum()), x[inside], y[inside]], axis=1)
-    modes = []
-    for term in _zernike_terms(x, y):
-        t = np.where(inside, term, 0.0)
-        t[inside] -= design @ np.linalg.lstsq(design, t[inside], rcond=None)[0]
-        t[inside] /= np.std(t[inside])
-        modes.append(t * 1e-9)
-    return np.array(modes), inside
-
-
-def visit_fit(frames, offsets0, *, modes, tmp, iterations=3, step_nm=5.0, radius=20.0,
-              nlambda=3, prior_nm=None):
-    """Joint Gauss-Newton fit of shared wavefront mode coefficients (nm) and per-exposure star
-    offsets (px) and scales, over all exposures of a visit, with stpsf forward models.
-
-    frames: list of (data (nints, ny, nx), err); offsets0: starting offsets (px, (n, 2)).
-    Returns (offsets (n, 2), offset errors (n, 2), coefficients (K,), their errors, chi2_red).
-    Uncertainties: Gauss-Newton covariance scaled by chi2_red (all parameters jointly).
-    ``prior_nm``: optional Gaussian prior (nm rms) on each mode coefficient, centred on 0.
+    ``starts``: {"no OPD": (options, est), "OPD older": (options, est)}; ``opd_maps``: the
+    base map (metres) of each start (None = no OPD). Returns {(start, mode set, derivatives):
+    (fit, seconds per exposure, CPU seconds per exposure)}.
     """
     from astropy.io import fits
 
-    from jwst_klipprep.psf.models import StpsfOptions
-    from jwst_klipprep.psf.opd import read_opd
+    from jwst_klipprep.psf.opd import pupil_file
+    from jwst_klipprep.psf.visit import (
+        MODE_SETS,
+        VISIT_FLOOR_MAS,
+        fit_visit,
+        stpsf_mode_factory,
+        wavefront_modes,
+    )
 
-    k_modes = len(modes)
-    n_exp = len(frames)
-    coeffs = np.zeros(k_modes)
-    offsets = np.array(offsets0, float)
-    yy, xx = np.indices((FOV, FOV)) - CENTER
-    region = np.hypot(yy, xx) <= radius
-    data = [np.nanmean(d, axis=0)[region] for d, _ in frames]
-    ivar = [(len(d) / np.nanmean(e**2, axis=0))[region] for d, e in frames]
-    counter = [0]
-
-    def model_fn(c):
-        counter[0] += 1
-        path = Path(tmp) / f"visit_opd_{counter[0]}.fits"
-        opd = np.tensordot(c, modes, axes=1)
-        hdu = fits.PrimaryHDU(opd)
-        hdu.header["BUNIT"] = "meter"
-        hdu.writeto(path, overwrite=True)
-        spec = read_opd(path, npix=modes.shape[-1])
-        return _package_function(StpsfOptions(opd=spec, si_wfe=True, pupil_npix=spec.npix),
-                                 nlambda=nlambda)
-
-    d_off = 0.05  # px
-    scales = np.ones(n_exp)
-    for _ in range(iterations + 1):
-        base_fn = model_fn(coeffs)
-        mode_fns = [model_fn(coeffs + step_nm * np.eye(k_modes)[k]) for k in range(k_modes)]
-        n_par = k_modes + 3 * n_exp
-        rows, rhs, weights = [], [], []
-        chi2, npix_used = 0.0, 0
-        for e in range(n_exp):
-            m0 = base_fn(offsets[e])[0][region]
-            my = base_fn(offsets[e] + [d_off, 0.0])[0][region]
-            mx = base_fn(offsets[e] + [0.0, d_off])[0][region]
-            mk = [fn(offsets[e])[0][region] for fn in mode_fns]
-            # best scale for the current model
-            scales[e] = np.sum(ivar[e] * data[e] * m0) / np.sum(ivar[e] * m0 * m0)
-            resid = data[e] - scales[e] * m0
-            jac = np.zeros((m0.size, n_par))
-            for k in range(k_modes):
-                jac[:, k] = scales[e] * (mk[k] - m0) / step_nm
-            col = k_modes + 3 * e
-            jac[:, col] = scales[e] * (my - m0) / d_off
-            jac[:, col + 1] = scales[e] * (mx - m0) / d_off
-            jac[:, col + 2] = m0
-            rows.append(jac)
-            rhs.append(resid)
-            weights.append(ivar[e])
-            chi2 += float(np.sum(ivar[e] * resid**2))
-            npix_used += m0.size
-        jac = np.concatenate(rows)
-        resid = np.concatenate(rhs)
-        w = np.concatenate(weights)
-        chi2_red = chi2 / max(npix_used - n_par, 1)
-        normal = jac.T @ (jac * w[:, None])
-        gradient = jac.T @ (w * resid)
-        if prior_nm:
-            # prior in units of the chi2-scaled data weights, so it keeps its meaning when the
-            # model error dominates the noise
-            penalty = max(chi2_red, 1.0) / prior_nm**2
-            normal[np.arange(k_modes), np.arange(k_modes)] += penalty
-            gradient[:k_modes] -= penalty * coeffs
-        delta = np.linalg.solve(normal, gradient)
-        cov = np.linalg.inv(normal) * max(chi2_red, 1.0)
-        if _ == iterations:
-            break  # last pass: the covariance at the final estimate
-        coeffs = coeffs + delta[:k_modes]
-        offsets = offsets + delta[k_modes:].reshape(n_exp, 3)[:, :2]
-    err = np.sqrt(np.diag(cov))
-    off_err = err[k_modes:].reshape(n_exp, 3)[:, :2]
-    return offsets, off_err, coeffs, err[:k_modes], chi2_red
+    pupil = fits.getdata(pupil_file(os.environ["STPSF_PATH"], ISSUE9_NPIX))
+    inside = pupil > 0.5
+    data = np.array([np.nanmean(d, axis=0) for d, _ in frames])
+    err = np.array([np.sqrt(np.nanmean(e**2, axis=0) / len(e)) for _, e in frames])
+    kw = dict(instrument="NIRCAM", filter_name="F444W", canonical="MASK335R", shape=(FOV, FOV),
+              center_yx=(CENTER, CENTER), pixel_scale=PIXEL_SCALE, nlambda=3,
+              oversample=OVERSAMPLE)
+    out = {}
+    if "each" in args.visit_derivatives:  # how much the mode response changes over the visit
+        start = next(iter(starts))
+        modes = wavefront_modes(pupil, args.visit_modes[0])
+        factory = stpsf_mode_factory(options=starts[start][0], modes=modes, **kw)
+        est0 = starts[start][1]
+        mean = est0.mean(axis=0)
+        far = est0[np.argmax(np.hypot(*(est0 - mean).T))]
+        yy, xx = np.indices((FOV, FOV)) - CENTER
+        region = np.hypot(yy, xx) <= 20.0
+        base = factory(np.zeros(len(modes)))
+        rel = []
+        for k in range(len(modes)):
+            step = factory(5.0 * np.eye(len(modes))[k])
+            d_mean = (step(mean) - base(mean))[region]
+            d_far = (step(far) - base(far))[region]
+            rel.append(np.sqrt(np.sum((d_far - d_mean) ** 2) / np.sum(d_mean**2)))
+        print(f"\nMode derivatives (5 nm steps, {start} start) at the visit's mean offset vs at "
+              f"the exposure farthest from it ({np.hypot(*(far - mean)) * PIXEL_SCALE * MAS:.0f}"
+              f" mas away): relative rms difference per mode within 20 px "
+              f"{np.array2string(np.array(rel), precision=2)}")
+    for start, (options, est0) in starts.items():
+        prior = args.visit_drift_nm if options.opd is not None else args.visit_prior_nm
+        base_map = opd_maps[start]
+        for mode_set in args.visit_modes:
+            modes = wavefront_modes(pupil, mode_set)
+            wanted = (true_map if base_map is None else true_map - base_map)
+            truth_c = np.array([np.sum(wanted[inside] * m[inside]) / np.sum(m[inside] ** 2)
+                                for m in modes])
+            for derivatives in args.visit_derivatives:
+                t0, c0 = time.perf_counter(), time.process_time()
+                factory = stpsf_mode_factory(options=options, modes=modes, **kw)
+                fit = fit_visit(data, factory, n_modes=len(modes), err=err, offsets0=est0,
+                                prior=prior, iterations=args.visit_iterations,
+                                center_yx=(CENTER, CENTER), mode_derivatives=derivatives)
+                secs = (time.perf_counter() - t0) / len(offsets)
+                cpu = (time.process_time() - c0) / len(offsets)
+                out[(start, mode_set, derivatives)] = (fit, secs, cpu, truth_c, prior)
+    # uncertainty candidates: statistical (GN covariance x chi2_red); + the spread between the
+    # mode sets (half the difference of the two sets' offsets, per axis); + a floor
+    print(f"\nVisit-level fit (`fit_visit`, stpsf, {args.visit_iterations} Gauss-Newton steps "
+          "at most; starts: the per-exposure fits; prior = rms of each mode coefficient):\n")
+    print("| start | modes | derivatives | prior (nm) | error median / max (mas) | spread (mas) | "
+          "mean error (dy, dx) mas | median sigma stat (mas) | error/sigma rms: stat / stat + "
+          f"mode-set spread / stat + floor {VISIT_FLOOR_MAS:g} mas | chi2_red | model evals | "
+          "steps | s / exposure (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (start, mode_set, derivatives), (fit, secs, cpu, _, prior) in out.items():
+        diff = (fit.offset_yx - offsets) * PIXEL_SCALE * MAS
+        rad = np.hypot(*diff.T)
+        spread = float(np.sqrt(np.mean(np.sum((diff - diff.mean(axis=0)) ** 2, axis=1))))
+        sig = fit.offset_err_yx * PIXEL_SCALE * MAS
+        others = [v[0].offset_yx for (s2, m2, d2), v in out.items()
+                  if s2 == start and d2 == derivatives and m2 != mode_set]
+        if others:
+            alt = np.abs(fit.offset_yx - others[0]) * PIXEL_SCALE * MAS
+            sig2 = np.hypot(sig, alt)
+            cover2 = f"{np.sqrt(np.mean((diff / sig2) ** 2)):.2f}"
+        else:
+            cover2 = "-"
+        cover = float(np.sqrt(np.mean((diff / sig) ** 2)))
+        cover3 = float(np.sqrt(np.mean((diff / np.hypot(sig, VISIT_FLOOR_MAS)) ** 2)))
+        print(f"| {start} | {mode_set} ({len(MODE_SETS[mode_set])}) | {derivatives} | "
+              f"{prior:g} | {np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | "
+              f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | {np.median(sig):.3f} | "
+              f"{cover:.1f} / {cover2} / {cover3:.2f} | {fit.chi2_red:.1f} | {fit.nmodel} | "
+              f"{fit.iterations}{'' if fit.converged else ' (not converged)'} | "
+              f"{secs:.1f} ({cpu:.1f}) |", flush=True)
+    pairs = [(k, v[0].offset_yx) for k, v in out.items() if k[2] == "mean"]
+    for (start, mode_set, _), off_mean in pairs:
+        each = out.get((start, mode_set, "each"))
+        if each is not None:
+            d = np.hypot(*((each[0].offset_yx - off_mean) * PIXEL_SCALE * MAS).T)
+            print(f"\n{start}, {mode_set}: offsets with mode derivatives per exposure minus at "
+                  f"the mean offset: median / max {np.median(d):.2f} / {d.max():.2f} mas")
+    print("\nFitted mode coefficients (nm rms; focus, astig x2[, coma x2, trefoil x2]) vs the "
+          "projection of the true (map - start map) on the modes:\n")
+    for (start, mode_set, derivatives), (fit, _, _, truth_c, _) in out.items():
+        print(f"- {start}, {mode_set}, {derivatives}: "
+              f"{np.array2string(fit.coefficients, precision=1)} +- "
+              f"{np.array2string(fit.coefficient_err, precision=1)}; true "
+              f"{np.array2string(truth_c, precision=1)}")
+    return out
 
 
 def run_issue9(args):
@@ -740,6 +742,9 @@ def run_issue9(args):
     print("|---|---|---|---|---|---|---|---|")
     results = {}
     for name, truth_opt, fit_opt in cases:
+        if args.visit_only and name not in (cases[3][0], cases[4][0]) and not (
+                name == cases[2][0] and "OPD exact" in args.visit_starts):
+            continue
         truth_fn = _package_function(truth_opt)
         fit_fn = _package_function(fit_opt)
         rows = []
@@ -787,37 +792,20 @@ def run_issue9(args):
             print(f"| {label} | {np.median(rad):.2f} / {rad.max():.2f} | "
                   f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) |", flush=True)
 
-    # visit-level fit: the frames of the "no OPD" case, wavefront modes shared by all of them
+    # visit-level fit: the frames of the "OPD older" and "no OPD" cases, wavefront modes shared
     if args.visit_fit:
-        modes, _ = _global_modes(ISSUE9_NPIX)
-        t0 = time.perf_counter()
-        vis = [frames[(with_opd, k)] for k in range(len(offsets))]
-        est0 = results[cases[4][0]]["est"]
-        v_off, v_err, v_coef, v_cerr, v_chi2 = visit_fit(vis, est0, modes=modes, tmp=tmp,
-                                                         iterations=args.visit_iterations,
-                                                         prior_nm=args.visit_prior_nm)
-        secs = (time.perf_counter() - t0) / len(offsets)
-        diff = (v_off - offsets) * PIXEL_SCALE * MAS
-        rad = np.hypot(*diff.T)
-        spread = float(np.sqrt(np.mean(np.sum((diff - diff.mean(axis=0)) ** 2, axis=1))))
-        sig = v_err * PIXEL_SCALE * MAS
-        cover = float(np.sqrt(np.mean((diff / sig) ** 2)))
-        prior = f", prior {args.visit_prior_nm:g} nm" if args.visit_prior_nm else ""
-        print(f"| {args.wfe_nm:g} nm OTE WFE, no OPD, visit fit ({len(modes)} global modes "
-              f"shared{prior}, {args.visit_iterations} Gauss-Newton steps) | {len(rad)} | "
-              f"{np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | ({diff[:, 0].mean():+.2f}, "
-              f"{diff[:, 1].mean():+.2f}) | {np.median(sig):.3f} (error/sigma rms {cover:.1f}) | "
-              f"{secs:.1f} |", flush=True)
         from astropy.io import fits as _fits
 
-        true_map = _fits.getdata(opd_now)
-        inside = np.any(modes != 0, axis=0)
-        true_c = [float(np.sum(true_map[inside] * m[inside]) / np.sum(m[inside] ** 2))
-                  for m in modes]
-        print(f"  fitted modes (nm rms each; focus, astig x2, coma x2, trefoil x2): "
-              f"{np.array2string(v_coef, precision=1)} +- {np.array2string(v_cerr, precision=1)}"
-              f"; projection of the true map: {np.array2string(np.array(true_c), precision=1)}; "
-              f"chi2_red {v_chi2:.1f}")
+        vis = [frames[(with_opd, k)] for k in range(len(offsets))]
+        starts = {"no OPD": (exact, cases[4][0]), "OPD older": (older, cases[3][0]),
+                  "OPD exact": (with_opd, cases[2][0])}
+        starts = {k: (opt, results[name]["est"]) for k, (opt, name) in starts.items()
+                  if k in args.visit_starts}
+        _visit_rows(args, vis, offsets, starts, _fits.getdata(opd_now),
+                    {"no OPD": None, "OPD older": _fits.getdata(opd_old),
+                     "OPD exact": _fits.getdata(opd_now)})
+    if args.visit_only:
+        return
 
     # companion: same frames + an off-axis companion, fitted with stpsf at default options
     # (instrument wavefront on; the occulter is in the model, as KLIP-FM codes do for JWST)
@@ -943,10 +931,26 @@ def main(argv=None):
     parser.add_argument("-v", "--verbose", action="store_true", help="progress log")
     parser.add_argument("--visit-fit", action="store_true",
                         help="--issue9: add the visit-level wavefront-mode fit row (slow)")
-    parser.add_argument("--visit-iterations", type=int, default=3,
-                        help="Gauss-Newton steps of the visit fit (default 3)")
-    parser.add_argument("--visit-prior-nm", type=float, default=None,
-                        help="Gaussian prior (nm rms) on each visit-fit mode (default none)")
+    parser.add_argument("--visit-iterations", type=int, default=4,
+                        help="Gauss-Newton steps of the visit fit at most (default 4)")
+    parser.add_argument("--visit-prior-nm", type=float, default=30.0,
+                        help="visit fit without an OPD: prior (nm rms) on each mode (default 30)")
+    parser.add_argument("--visit-drift-nm", type=float, default=15.0,
+                        help="visit fit from the older OPD: prior (nm rms) on each drift mode "
+                        "(default 15, the drift of the benchmark's older map)")
+    parser.add_argument("--visit-modes", nargs="+", default=["low_order", "focus_astig"],
+                        choices=["low_order", "focus_astig"],
+                        help="mode sets of the visit fit (default both)")
+    parser.add_argument("--visit-derivatives", nargs="+", default=["mean"],
+                        choices=["mean", "each"],
+                        help="mode derivatives at the visit's mean offset and/or per exposure")
+    parser.add_argument("--visit-starts", nargs="+", default=["OPD older", "no OPD"],
+                        choices=["OPD older", "no OPD", "OPD exact"],
+                        help="which visit-fit cases (default: OPD older, no OPD; 'OPD exact' "
+                        "checks that the fit does no harm when the OPD is right)")
+    parser.add_argument("--visit-only", action="store_true",
+                        help="--issue9 --visit-fit: only the cases the visit fit starts from, "
+                        "then the visit rows (no companion)")
     parser.add_argument("--issue9", action="store_true",
                         help="only the issue-9 table (recenter_frames' stpsf model, OPD input, "
                         "companion separation); --offsets default 6, --wfe-nm default 60")

@@ -3,12 +3,13 @@
 import logging
 
 import numpy as np
+from astropy.io.fits import open as fits_open
 
 from jwst_klipprep import __version__
 from jwst_klipprep.algorithms.background_exposures import combine_background
 from jwst_klipprep.algorithms.centering import extract_stamp, measure_star_offset
 from jwst_klipprep.algorithms.registration import measure_shift
-from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError
+from jwst_klipprep.base import InputError, KlipPrepStep, ParameterError, members
 from jwst_klipprep.datamodel_arrays import FrameArrays, dq_bits
 from jwst_klipprep.geometry import apply_shift, array_center_yx, set_pending_shift
 from jwst_klipprep.keywords import get_center_yx, set_center_yx, set_fits_keyword
@@ -25,12 +26,20 @@ from jwst_klipprep.psf.models import (
 )
 from jwst_klipprep.psf.opd import OpdError, fetch_opd_for_date, pupil_file, read_opd
 from jwst_klipprep.psf.stamps import make_model_callable
+from jwst_klipprep.psf.visit import (
+    MODE_SETS,
+    VISIT_FLOOR_MAS,
+    fit_visit,
+    stpsf_mode_factory,
+    wavefront_modes,
+)
 from jwst_klipprep.transmission import transmission_map
 
 __all__ = ["RecenterFramesStep"]
 
 log = logging.getLogger(__name__)
 
+_VISIT_ITERATIONS = 4  # Gauss-Newton steps of the visit fit (benchmarks/bench_recenter.py)
 _MARGIN = 12  # stamp pixels beyond fit_radius, so the interpolation kernel has model support
 
 #: What the recorded star position means (docs/conventions.rst, "Star position").
@@ -62,9 +71,11 @@ class RecenterFramesStep(KlipPrepStep):
         opd = string(default=None)  # stpsf: telescope wavefront (OPD) file: 2-D FITS in metres on the pupil grid, an OPD cube (with opd_slice), or a MAST wavefront-sensing OPD file; 'auto' = the measured OPD nearest each exposure's date from MAST (network)
         opd_slice = integer(default=None, min=0)  # Slice of an OPD cube
         si_wfe = boolean(default=True)  # stpsf: include the instrument wavefront (when the stpsf data have it); defines the star position convention
-        systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, without 30, builtin/file 30)
+        systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, with OPD and fit_wavefront 3, without 30, builtin/file 30)
         pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 1024
         per_integration = boolean(default=False)  # Fit every integration and combine the offsets (False: one fit on the exposure's sigma-clipped integration median)
+        fit_wavefront = option("none", "low_order", default="none")  # stpsf with an OPD file and several exposures: fit the wavefront drift since the OPD (low_order = global focus, astigmatism, coma, trefoil) shared by the exposures, jointly with their star offsets
+        wavefront_prior_nm = float(default=15.0, min=0.1, max=1000.0)  # fit_wavefront: expected drift of each mode since the OPD (nm rms, Gaussian prior)
     """  # noqa: E501
 
     def process(self, step_input):
@@ -103,20 +114,105 @@ class RecenterFramesStep(KlipPrepStep):
             self._fidelity = builtin.FIDELITY_NOTE
         if self._fidelity:
             log.warning("recenter_frames: PSF model %s: %s", self._backend, self._fidelity)
-        return super().process(step_input)
+        if self.fit_wavefront == "none":
+            return super().process(step_input)
+        self._check_wavefront_parameters()
+        models = self.open_input(step_input)
+        measured = [(model, self._measure(model)) for model in members(models)]
+        fits = self._fit_wavefront([(m, r) for m, r in measured if r is not None])
+        for model, result in measured:
+            if result is not None:
+                self._finish(model, result, fits.get(id(model)))
+        return models
+
+    def _check_wavefront_parameters(self):
+        if self._backend != "stpsf" or not self.opd or str(self.opd).lower() == "auto":
+            raise ParameterError(
+                f"recenter_frames: fit_wavefront={self.fit_wavefront} fits the drift of the "
+                "telescope wavefront since a measured OPD: it needs the stpsf model and an OPD "
+                "file (--opd=FILE; not auto). Without an OPD the visit fit was not better than "
+                "the per-exposure fit in the benchmark (docs/steps/recenter_frames.rst)")
+
+    def _fit_wavefront(self, measured):
+        """Visit fit of the wavefront drift (`jwst_klipprep.psf.visit.fit_visit`) over the
+        exposures of each filter and mask, started from their per-exposure fits.
+
+        Returns {id(model): dict(offset_yx, offset_err_yx, record)}.
+        """
+        groups = {}
+        for model, result in measured:
+            inst = model.meta.instrument
+            key = (inst.filter, inst.coronagraph, result["median"][0].shape)
+            groups.setdefault(key, []).append((model, result))
+        out = {}
+        names = MODE_SETS[self.fit_wavefront]
+        for (filt, coronagraph, shape), group in groups.items():
+            files = [m.meta.filename for m, _ in group]
+            if len(group) < 2:
+                raise InputError(
+                    f"{files[0]}: fit_wavefront={self.fit_wavefront} needs at least 2 exposures "
+                    f"of {filt} / {coronagraph} (an association of the visit's science and "
+                    "reference exposures); this one is alone")
+            options = group[0][1]["options"]
+            with fits_open(pupil_file(stpsf_data_path(), options.pupil_npix)) as hdul:
+                modes = wavefront_modes(hdul[0].data, self.fit_wavefront)
+            scale = builtin.default_pixel_scale("NIRCAM", filter=filt)
+            canonical = builtin.resolve_coronagraph("NIRCAM", coronagraph).name
+            centers = np.array([r["center"] for _, r in group], float)
+            factory = stpsf_mode_factory(
+                instrument="NIRCAM", filter_name=filt, canonical=canonical, shape=shape[-2:],
+                center_yx=centers, pixel_scale=scale, nlambda=self.nlambda,
+                oversample=self.oversample, options=options, modes=modes)
+            data = np.concatenate([r["median"][0] for _, r in group])
+            err = np.concatenate([r["median"][1] for _, r in group])
+            bad = np.concatenate([r["median"][2] for _, r in group]).astype(bool)
+            start = np.array([r["fit"].combined_yx for _, r in group], float)
+            try:
+                vis = fit_visit(data, factory, n_modes=len(modes), err=err, bad=bad,
+                                offsets0=start, prior=self.wavefront_prior_nm,
+                                iterations=_VISIT_ITERATIONS, fit_radius=self.fit_radius,
+                                center_yx=centers)
+            except ValueError as exc:
+                raise InputError(f"recenter_frames: the visit fit of {files} failed: "
+                                 f"{exc}") from None
+            record_ = {
+                "modes": list(names), "mode_set": self.fit_wavefront,
+                "coefficients_nm": vis.coefficients, "coefficient_err_nm": vis.coefficient_err,
+                "prior_nm": float(self.wavefront_prior_nm), "chi2_red": vis.chi2_red,
+                "model_evaluations": int(vis.nmodel),
+                "propagations": int(factory.propagations), "iterations": int(vis.iterations),
+                "converged": bool(vis.converged), "members": files,
+            }
+            for e, (model, result) in enumerate(group):
+                out[id(model)] = {
+                    "offset_yx": vis.offset_yx[e], "offset_err_yx": vis.offset_err_yx[e],
+                    "record": dict(record_, per_exposure_offset_yx=start[e],
+                                   per_exposure_offset_err_yx=result["fit"].combined_err_yx)}
+            log.info("recenter_frames: visit fit of the wavefront drift (%s, prior %g nm) over "
+                     "%d exposures of %s: modes %s nm, chi2_red %.1f, %d propagations%s", names,
+                     self.wavefront_prior_nm, len(group), filt,
+                     np.round(vis.coefficients, 1).tolist(), vis.chi2_red,
+                     factory.propagations, "" if vis.converged else " (not converged)")
+        return out
 
     def process_model(self, model):
         """Centre one exposure (the step's own copy)."""
+        result = self._measure(model)
+        if result is not None:
+            self._finish(model, result)
+
+    def _measure(self, model):
+        """The per-exposure fit of one exposure (None when the exposure is skipped)."""
         name = model.meta.filename
         if model.meta.instrument.name != "NIRCAM":
             set_status(model, self.class_alias, "SKIPPED")
             log.info("recenter_frames: %s: %s data: no shift (the built-in 4QPM model is not "
                      "validated for centring); skipped", name, model.meta.instrument.name)
-            return
+            return None
         if model.meta.observation.bkgdtarg or model.meta.asn.exptype == "background":
             set_status(model, self.class_alias, "SKIPPED")
             log.info("recenter_frames: %s: background exposure, no star: skipped", name)
-            return
+            return None
         if self._backend != "file" and _is_bar_mask(model.meta.instrument.coronagraph):
             set_status(model, self.class_alias, "SKIPPED")
             log.warning("recenter_frames: %s: bar mask %s: the %s PSF model has no bar occulter, "
@@ -124,7 +220,7 @@ class RecenterFramesStep(KlipPrepStep):
                         "at the mask centre, update_nircam_centers); psf_model=file with a PSF of "
                         "this mask and filter centres it", name, model.meta.instrument.coronagraph,
                         self._backend)
-            return
+            return None
         arrays = FrameArrays.from_model(model)
         mask_yx = get_center_yx(model, "mask")
         half = int(np.ceil(self.fit_radius)) + _MARGIN
@@ -132,8 +228,11 @@ class RecenterFramesStep(KlipPrepStep):
         data, origin, center = extract_stamp(arrays.data, mask_yx, half)
         err, _, _ = extract_stamp(arrays.err, mask_yx, half)
         bad_stamp, _, _ = extract_stamp(bad, mask_yx, half, fill=True)
+        median = None
+        if not self.per_integration or self.fit_wavefront != "none":
+            median = _median_stamp(data, err, bad_stamp)
         if not self.per_integration:
-            data, err, bad_stamp = _median_stamp(data, err, bad_stamp)
+            data, err, bad_stamp = median
         weights = self._weights(model, arrays.shape[-2:], mask_yx, half)
         options = self._model_options(model)
         psf = self._model(model, data.shape[-2:], center, options)
@@ -146,23 +245,34 @@ class RecenterFramesStep(KlipPrepStep):
         except ValueError as exc:
             raise ValueError(f"{name}: recenter_frames could not fit the star: {exc}") from None
         self._check_fit(name, fit)
+        return dict(fit=fit, median=median, center=center, options=options, mask_yx=mask_yx,
+                    shape=arrays.shape)
+
+    def _finish(self, model, measured, visit=None):
+        """Record the star position of one exposure and shift it (per-exposure fit, or the
+        visit fit's offset, its uncertainty and the fitted wavefront when ``visit`` is given)."""
+        name = model.meta.filename
+        fit, options, mask_yx = measured["fit"], measured["options"], measured["mask_yx"]
+        arrays_shape = measured["shape"]
         scale = builtin.default_pixel_scale("NIRCAM", filter=model.meta.instrument.filter)
-        floor_mas, star_err = self._uncertainty(fit, options, scale)
-        star_yx = np.add(mask_yx, fit.combined_yx)
-        target = array_center_yx(arrays.shape)
+        floor_mas, star_err = self._uncertainty(fit, options, scale, visit=visit)
+        offset_yx = fit.combined_yx if visit is None else visit["offset_yx"]
+        stat_err = fit.combined_err_yx if visit is None else visit["offset_err_yx"]
+        star_yx = np.add(mask_yx, offset_yx)
+        target = array_center_yx(arrays_shape)
         shift = np.subtract(target, star_yx)
         set_center_yx(model, "star", tuple(star_yx))
         if self.apply:
             lost = apply_shift(model, shift, bad_bits=dq_bits(self.bad_flags),
                                method=self.method, star_yx=target)
         else:
-            set_pending_shift(model, np.tile(shift, (arrays.shape[0], 1)), star_yx=target)
+            set_pending_shift(model, np.tile(shift, (arrays_shape[0], 1)), star_yx=target)
             lost = 0
         record(
             model, self.class_alias, psf_model=self._backend, psf_model_version=self._version,
             fidelity_warning=self._fidelity, mask_center_yx=list(mask_yx),
-            star_offset_yx=fit.combined_yx, star_offset_err_yx=star_err,
-            star_offset_stat_err_yx=fit.combined_err_yx, systematic_floor_mas=floor_mas,
+            star_offset_yx=offset_yx, star_offset_err_yx=star_err,
+            star_offset_stat_err_yx=stat_err, systematic_floor_mas=floor_mas,
             per_integration=bool(self.per_integration),
             fitted_frames="integrations" if self.per_integration else "integration median",
             **({"star_offset_per_integration_yx": fit.offset_yx,
@@ -171,7 +281,7 @@ class RecenterFramesStep(KlipPrepStep):
             scale=fit.scale,
             chi2_red=fit.chi2_red, used=fit.used, model_evaluations=int(fit.nmodel),
             converged=bool(fit.converged), star_center_yx=list(star_yx),
-            target_center_yx=list(target), applied_shift_yx=np.tile(shift, (arrays.shape[0], 1)),
+            target_center_yx=list(target), applied_shift_yx=np.tile(shift, (arrays_shape[0], 1)),
             applied=bool(self.apply), lost_pixels=lost,
             opd=None if options is None or options.opd is None else options.opd.record(),
             si_wfe=None if options is None else bool(options.si_wfe),
@@ -179,10 +289,11 @@ class RecenterFramesStep(KlipPrepStep):
             star_position_convention=STAR_CONVENTION[self._backend].format(
                 si="on" if options is not None and options.si_wfe else "off"),
             si_image_shift_yx=self._si_image_shift(model, options),
+            wavefront_fit=None if visit is None else visit["record"],
         )
-        set_fits_keyword(model, "STAROFFX", float(fit.combined_yx[1]),
+        set_fits_keyword(model, "STAROFFX", float(offset_yx[1]),
                          "recenter_frames star - mask centre x (px)")
-        set_fits_keyword(model, "STAROFFY", float(fit.combined_yx[0]),
+        set_fits_keyword(model, "STAROFFY", float(offset_yx[0]),
                          "recenter_frames star - mask centre y (px)")
         set_fits_keyword(model, "STOFFERR", float(np.max(star_err)),
                          "recenter_frames offset uncertainty incl. floor (px)")
@@ -198,14 +309,16 @@ class RecenterFramesStep(KlipPrepStep):
         log.info(
             "recenter_frames: %s: star - mask centre (dy, dx) = (%+.4f, %+.4f) +- (%.4f, %.4f) px"
             " = (%+.1f, %+.1f) mas (statistical %.2f, systematic floor %.1f mas per axis) "
-            "[%s model%s]; shift to the array centre (%+.3f, %+.3f) px %s",
-            name, *fit.combined_yx, *star_err, *(np.multiply(fit.combined_yx, 1000 * scale)),
-            float(np.max(fit.combined_err_yx)) * 1000 * scale, floor_mas,
-            self._backend, _optics_note(options), *shift,
+            "[%s model%s%s]; shift to the array centre (%+.3f, %+.3f) px %s",
+            name, *offset_yx, *star_err, *(np.multiply(offset_yx, 1000 * scale)),
+            float(np.max(stat_err)) * 1000 * scale, floor_mas,
+            self._backend, _optics_note(options),
+            "" if visit is None else f", visit fit of the wavefront drift ({self.fit_wavefront})",
+            *shift,
             "applied" if self.apply else "recorded for the pipeline",
         )
 
-    def _uncertainty(self, fit, options, scale):
+    def _uncertainty(self, fit, options, scale, visit=None):
         """Systematic floor (mas per axis) and the total star uncertainty (px, (dy, dx)).
 
         The statistical error (ERR-weighted, Birge-scaled over the integrations) does not see a
@@ -216,11 +329,14 @@ class RecenterFramesStep(KlipPrepStep):
         """
         if self.systematic_floor is not None:
             floor = float(self.systematic_floor)
+        elif visit is not None:
+            floor = VISIT_FLOOR_MAS
         else:
             floor = systematic_floor_mas(
                 self._backend, opd_given=options is not None and (options.opd is not None))
         floor_px = floor / (1000.0 * scale)
-        return floor, np.hypot(np.asarray(fit.combined_err_yx, float), floor_px)
+        stat = fit.combined_err_yx if visit is None else visit["offset_err_yx"]
+        return floor, np.hypot(np.asarray(stat, float), floor_px)
 
     def _check_fit(self, name, fit):
         """Refuse a fit that cannot be right instead of applying its shift."""
