@@ -170,3 +170,29 @@ def test_simulate_with_a_known_wavefront(tmp_path, monkeypatch):
     assert psf["opd"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert psf["pupil_npix"] == NPIX and psf["si_wfe"] is True
     assert "opd.fits" in psf["fidelity"]
+
+
+@pytest.mark.slow
+@needs_stpsf
+@pytest.mark.parametrize("form", ["fits", "cube"])
+def test_opd_without_bunit_is_taken_as_metres(form, tmp_path, monkeypatch):
+    """read_opd takes a map without BUNIT as metres; the stpsf model must do the same (poppy
+    alone refuses it) and give exactly the frame of the same map with BUNIT='meter'."""
+    from jwst_klipprep.psf.models import StpsfOptions, psf_frame
+
+    monkeypatch.setenv("STPSF_PATH", str(_MINI))
+    with_unit = tmp_path / f"with_{form}.fits"
+    make_test_opd(with_unit, rms_nm=60.0, seed=4, form=form, npix=NPIX, data_path=_MINI)
+    without = tmp_path / f"without_{form}.fits"
+    with fits.open(with_unit) as hdul:
+        del hdul[0].header["BUNIT"]
+        hdul.writeto(without)
+    slice_ = 1 if form == "cube" else None
+    frames = [psf_frame("stpsf", instrument="NIRCAM", filter_name="F444W", canonical="MASK335R",
+                        offset_yx_arcsec=(0.01, -0.01), shape=(31, 31), center_yx=(15.0, 15.0),
+                        pixel_scale=PIXEL, nlambda=1, oversample=2,
+                        options=StpsfOptions(opd=read_opd(p, npix=NPIX, slice=slice_),
+                                             si_wfe=False, pupil_npix=NPIX))
+              for p in (with_unit, without)]
+    np.testing.assert_array_equal(frames[1], frames[0])
+    assert np.nanmax(frames[0]) > 0

@@ -354,10 +354,22 @@ def _pupilopd(inst, options):
     spec = options.opd
     if spec is None:
         return None
-    if spec.form == "fits":
-        return spec.path
-    if spec.form == "cube":
-        return (spec.path, spec.slice)
+    if spec.form in ("fits", "cube"):
+        if "BUNIT" in fits.getheader(spec.path):
+            return spec.path if spec.form == "fits" else (spec.path, spec.slice)
+        # read_opd takes a map without BUNIT as metres; poppy refuses it ("No opdunit keyword
+        # supplied"): hand stpsf the chosen map with BUNIT set, read once
+        key = (spec.sha256, spec.slice, "metres")
+        if key not in _WSS_CACHE:
+            with fits.open(spec.path) as hdul:
+                data = np.asarray(hdul[0].data, dtype=float)
+                header = hdul[0].header.copy()
+            data = data if spec.slice is None else data[spec.slice]
+            for card in ("NAXIS3", "CTYPE3", "CRPIX3", "CRVAL3", "CDELT3", "CUNIT3"):
+                header.pop(card, None)
+            header["BUNIT"] = "meter"
+            _WSS_CACHE[key] = fits.HDUList([fits.PrimaryHDU(data, header=header)])
+        return _WSS_CACHE[key]
     key = (spec.sha256, options.pupil_npix)
     if key not in _WSS_CACHE:
         # stpsf's own import: interpolation to the pupil grid, microns -> metres, and the
