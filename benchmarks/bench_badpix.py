@@ -145,36 +145,49 @@ def synthetic_exposures(n_exp, nints, size, seed=0):
         yield truth, err, dq, (float(c), float(c)), comp, f"synthetic-{e}"
 
 
+def _real_cube(path, size, nints, off, comp_frac, bad_err=False):
+    """A real frame cropped to at most ``size`` around CRPIX, a companion (``off`` at 300x the
+    sky ERR, ``comp_frac`` x the side up and right of the star) added, replicated to ``nints``
+    noiseless integrations; NaN (and with ``bad_err`` non-positive ERR) pixels NON_SCIENCE.
+    Returns (truth, err, dq, star_yx, companion_yx)."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        sci = hdul["SCI"].data[0].astype(np.float32)
+        err = hdul["ERR"].data[0].astype(np.float32)
+        star = (hdul["SCI"].header["CRPIX2"] - 1.0, hdul["SCI"].header["CRPIX1"] - 1.0)
+    side = min(size, *sci.shape)
+    y0 = int(np.clip(round(star[0]) - side // 2, 0, sci.shape[0] - side))
+    x0 = int(np.clip(round(star[1]) - side // 2, 0, sci.shape[1] - side))
+    sci, err = sci[y0:y0 + side, x0:x0 + side], err[y0:y0 + side, x0:x0 + side]
+    star = (star[0] - y0, star[1] - x0)
+    comp = (star[0] - comp_frac[0] * side, star[1] + comp_frac[1] * side)
+    sky = np.nanmedian(err)
+    stamp = _fourier_shift(off, comp[0] % 1, comp[1] % 1) * 300.0 * sky
+    iy, ix = int(comp[0]) - 32, int(comp[1]) - 32
+    add = np.zeros_like(sci)
+    add[iy:iy + 64, ix:ix + 64] = stamp  # the companion is well inside the frame
+    sci = sci + add
+    # the frame's own ERR already holds its signal; add the companion's Poisson term
+    err = np.sqrt(err**2 + GAIN * np.maximum(add, 0))
+    truth = np.repeat(sci[None], nints, axis=0)
+    errc = np.repeat(err[None], nints, axis=0).astype(np.float32)
+    dq = np.zeros(truth.shape, np.uint32)
+    invalid = ~np.isfinite(truth) | ~np.isfinite(errc)
+    if bad_err:
+        invalid |= errc <= 0
+    dq[invalid] |= NON_SCIENCE
+    return truth, errc, dq, star, comp
+
+
 def real_exposures(n_exp, nints, size, seed=0):
     """Yield the real frames (with a companion added) as noiseless truth; see module doc."""
     files = sorted(glob.glob(os.path.join(REAL_DIR, "*_calints.fits")))
     if not files:
         return
-    from astropy.io import fits
-
     _, off = _optics(64, seed=5)
     for path in files[:n_exp]:
-        with fits.open(path) as hdul:
-            sci = hdul["SCI"].data[0].astype(np.float32)
-            err = hdul["ERR"].data[0].astype(np.float32)
-            star = (hdul["SCI"].header["CRPIX2"] - 1.0, hdul["SCI"].header["CRPIX1"] - 1.0)
-        y0 = int(np.clip(round(star[0]) - size // 2, 0, sci.shape[0] - size))
-        x0 = int(np.clip(round(star[1]) - size // 2, 0, sci.shape[1] - size))
-        sci, err = sci[y0:y0 + size, x0:x0 + size], err[y0:y0 + size, x0:x0 + size]
-        star = (star[0] - y0, star[1] - x0)
-        comp = (star[0] - 0.09 * size, star[1] + 0.07 * size)
-        sky = np.nanmedian(err)
-        stamp = _fourier_shift(off, comp[0] % 1, comp[1] % 1) * 300.0 * sky
-        iy, ix = int(comp[0]) - 32, int(comp[1]) - 32
-        add = np.zeros_like(sci)
-        add[iy:iy + 64, ix:ix + 64] = stamp  # the companion is well inside the frame
-        sci = sci + add
-        # the frame's own ERR already holds its signal; add the companion's Poisson term
-        err = np.sqrt(err**2 + GAIN * np.maximum(add, 0))
-        truth = np.repeat(sci[None], nints, axis=0)
-        errc = np.repeat(err[None], nints, axis=0).astype(np.float32)
-        dq = np.zeros(truth.shape, np.uint32)
-        dq[~np.isfinite(truth) | ~np.isfinite(errc)] |= NON_SCIENCE
+        truth, errc, dq, star, comp = _real_cube(path, size, nints, off, (0.09, 0.07))
         yield truth, errc, dq, star, comp, os.path.basename(path)[:25]
 
 
@@ -193,27 +206,8 @@ def miri_exposures(n_exp, nints, size, seed=0):
         return
     _, off = _optics(64, seed=5, lam_over_d=MIRI_LAM_OVER_D)
     for path in files[:n_exp]:
-        with fits.open(path) as hdul:
-            sci = hdul["SCI"].data[0].astype(np.float32)
-            err = hdul["ERR"].data[0].astype(np.float32)
-            star = (hdul["SCI"].header["CRPIX2"] - 1.0, hdul["SCI"].header["CRPIX1"] - 1.0)
-        side = min(size, *sci.shape)
-        y0 = int(np.clip(round(star[0]) - side // 2, 0, sci.shape[0] - side))
-        x0 = int(np.clip(round(star[1]) - side // 2, 0, sci.shape[1] - side))
-        sci, err = sci[y0:y0 + side, x0:x0 + side], err[y0:y0 + side, x0:x0 + side]
-        star = (star[0] - y0, star[1] - x0)
-        comp = (star[0] - 0.2 * side, star[1] + 0.15 * side)
-        sky = np.nanmedian(err)
-        stamp = _fourier_shift(off, comp[0] % 1, comp[1] % 1) * 300.0 * sky
-        iy, ix = int(comp[0]) - 32, int(comp[1]) - 32
-        add = np.zeros_like(sci)
-        add[iy:iy + 64, ix:ix + 64] = stamp
-        sci = sci + add
-        err = np.sqrt(err**2 + GAIN * np.maximum(add, 0))
-        truth = np.repeat(sci[None], nints, axis=0)
-        errc = np.repeat(err[None], nints, axis=0).astype(np.float32)
-        dq = np.zeros(truth.shape, np.uint32)
-        dq[~np.isfinite(truth) | ~np.isfinite(errc) | (errc <= 0)] |= NON_SCIENCE
+        truth, errc, dq, star, comp = _real_cube(path, size, nints, off, (0.2, 0.15),
+                                                 bad_err=True)
         yield truth, errc, dq, star, comp, os.path.basename(path)[:25]
 
 
