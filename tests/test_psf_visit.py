@@ -191,16 +191,17 @@ def test_segment_modes_are_unit_rms_tip_tilt_free_and_per_segment():
 
 
 @needs_mini
-def test_segments_focus_spans_the_test_maps_exactly():
+def test_segments_focus_spans_the_test_maps_exactly(tmp_path):
     """make_test_opd's maps are per-segment piston/tip/tilt/focus + the 7 global modes: the
     "segments_focus" set represents them exactly (why the benchmark's no-OPD rows with it are
     an "inverse crime"), "segments" leaves the per-segment focus out."""
-    from jwst_klipprep.psf.opd import _random_opd
+    from jwst_klipprep.psf.opd import make_test_opd
 
     pupil = fits.getdata(_MINI / "jwst_pupil_RevW_npix256.fits.gz")
     segments = np.asarray(fits.getdata(_MINI / "JWpupil_segments_RevW_npix256.fits"), int)
     inside = pupil > 0.5
-    truth = _random_opd(np.random.default_rng(3), pupil, segments, 60.0, 0.7)[inside]
+    truth = make_test_opd(tmp_path / "map.fits", rms_nm=60.0, seed=3, npix=256,
+                          data_path=_MINI)[inside]
     left = {}
     for name in ("segments", "segments_focus"):
         modes = wavefront_modes(pupil, name, segments=segments)
