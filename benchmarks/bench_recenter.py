@@ -613,6 +613,8 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
     )
 
     pupil = fits.getdata(pupil_file(os.environ["STPSF_PATH"], ISSUE9_NPIX))
+    segments = fits.getdata(pupil_file(os.environ["STPSF_PATH"], ISSUE9_NPIX, "segments"))
+    segments = np.asarray(segments, int)
     inside = pupil > 0.5
     data = np.array([np.nanmean(d, axis=0) for d, _ in frames])
     err = np.array([np.sqrt(np.nanmean(e**2, axis=0) / len(e)) for _, e in frames])
@@ -622,7 +624,7 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
     out = {}
     if "each" in args.visit_derivatives:  # how much the mode response changes over the visit
         start = next(iter(starts))
-        modes = wavefront_modes(pupil, args.visit_modes[0])
+        modes = wavefront_modes(pupil, args.visit_modes[0], segments=segments)
         factory = stpsf_mode_factory(options=starts[start][0], modes=modes, **kw)
         est0 = starts[start][1]
         mean = est0.mean(axis=0)
@@ -641,13 +643,27 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
               f" mas away): relative rms difference per mode within 20 px "
               f"{np.array2string(np.array(rel), precision=2)}")
     for start, (options, est0) in starts.items():
-        prior = args.visit_drift_nm if options.opd is not None else args.visit_prior_nm
+        prior0 = args.visit_drift_nm if options.opd is not None else args.visit_prior_nm
         base_map = opd_maps[start]
         for mode_set in args.visit_modes:
-            modes = wavefront_modes(pupil, mode_set)
+            modes = wavefront_modes(pupil, mode_set, segments=segments)
             wanted = (true_map if base_map is None else true_map - base_map)
-            truth_c = np.array([np.sum(wanted[inside] * m[inside]) / np.sum(m[inside] ** 2)
-                                for m in modes])
+            n_seg = len(MODE_SETS[mode_set]) - 7
+            if n_seg > 0:  # per-segment modes: not orthogonal, joint least squares
+                design = modes[:, inside].T
+                truth_c = np.linalg.lstsq(design, wanted[inside], rcond=None)[0]
+                left = wanted[inside] - design @ truth_c
+                print(f"\n{start}, {mode_set}: the true map - start map is "
+                      f"{np.std(wanted[inside]) * 1e9:.1f} nm rms, "
+                      f"{np.std(left) * 1e9:.1f} nm rms of it outside the modes' span")
+                seg_prior = args.visit_segment_prior_nm
+                if options.opd is not None:  # drift: the same split of its variance
+                    seg_prior = seg_prior * args.visit_drift_nm / args.wfe_nm
+                prior = np.array([prior0] * 7 + [seg_prior] * n_seg)
+            else:
+                truth_c = np.array([np.sum(wanted[inside] * m[inside]) / np.sum(m[inside] ** 2)
+                                    for m in modes])
+                prior = prior0
             for derivatives in args.visit_derivatives:
                 t0, c0 = time.perf_counter(), time.process_time()
                 factory = stpsf_mode_factory(options=options, modes=modes, **kw)
@@ -681,8 +697,10 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
             cover2 = "-"
         cover = float(np.sqrt(np.mean((diff / sig) ** 2)))
         cover3 = float(np.sqrt(np.mean((diff / np.hypot(sig, VISIT_FLOOR_MAS)) ** 2)))
+        prior_txt = (f"{prior:g}" if np.ndim(prior) == 0
+                     else f"{prior[0]:g} global, {prior[-1]:g} segment")
         print(f"| {start} | {mode_set} ({len(MODE_SETS[mode_set])}) | {derivatives} | "
-              f"{prior:g} | {np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | "
+              f"{prior_txt} | {np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | "
               f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | {np.median(sig):.3f} | "
               f"{cover:.1f} / {cover2} / {cover3:.2f} | {fit.chi2_red:.1f} | {fit.nmodel} | "
               f"{fit.iterations}{'' if fit.converged else ' (not converged)'} | "
@@ -697,11 +715,60 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
     print("\nFitted mode coefficients (nm rms; focus, astig x2[, coma x2, trefoil x2]) vs the "
           "projection of the true (map - start map) on the modes:\n")
     for (start, mode_set, derivatives), (fit, _, _, truth_c, _) in out.items():
+        if len(truth_c) > 7:  # per-segment modes: the global ones, then a summary
+            seg = fit.coefficients[7:] - truth_c[7:]
+            print(f"- {start}, {mode_set}, {derivatives}: global "
+                  f"{np.array2string(fit.coefficients[:7], precision=1)} +- "
+                  f"{np.array2string(fit.coefficient_err[:7], precision=1)}; true "
+                  f"{np.array2string(truth_c[:7], precision=1)}; per-segment modes: true rms "
+                  f"{np.sqrt(np.mean(truth_c[7:] ** 2)):.1f}, fitted - true rms "
+                  f"{np.sqrt(np.mean(seg**2)):.1f}, median error "
+                  f"{np.median(fit.coefficient_err[7:]):.1f} nm (the modes are degenerate: the "
+                  "coefficients are defined only up to the prior)")
+            continue
         print(f"- {start}, {mode_set}, {derivatives}: "
               f"{np.array2string(fit.coefficients, precision=1)} +- "
               f"{np.array2string(fit.coefficient_err, precision=1)}; true "
               f"{np.array2string(truth_c, precision=1)}")
     return out
+
+
+def _off_basis_map(rms_nm, seed):
+    """A map (metres, ISSUE9_NPIX grid) outside the span of the segment modes: per-segment
+    astigmatism x2 and trefoil x2 + global spherical and secondary astigmatism x2, random
+    coefficients (half the variance each), pupil piston / tip / tilt removed, ``rms_nm`` rms."""
+    from astropy.io import fits
+
+    from jwst_klipprep.psf.opd import pupil_file
+
+    pupil = fits.getdata(pupil_file(os.environ["STPSF_PATH"], ISSUE9_NPIX)) > 0.5
+    segments = np.asarray(fits.getdata(pupil_file(os.environ["STPSF_PATH"], ISSUE9_NPIX,
+                                                  "segments")), int)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.indices(pupil.shape) - (ISSUE9_NPIX - 1) / 2.0
+    radius = max(np.abs(xx[pupil]).max(), np.abs(yy[pupil]).max())
+    x, y = xx / radius, yy / radius
+    seg = np.zeros(pupil.shape)
+    for label in range(1, int(segments.max()) + 1):
+        sel = pupil & (segments == label)
+        sx, sy = x[sel] - x[sel].mean(), y[sel] - y[sel].mean()
+        half = max(np.abs(sx).max(), np.abs(sy).max())
+        sx, sy = sx / half, sy / half
+        c = rng.normal(size=4)
+        seg[sel] = (c[0] * (sx * sx - sy * sy) + c[1] * 2 * sx * sy
+                    + c[2] * (sx**3 - 3 * sx * sy * sy) + c[3] * (3 * sx * sx * sy - sy**3))
+    r2 = x * x + y * y
+    c = rng.normal(size=3)
+    glob = (c[0] * (6 * r2 * r2 - 6 * r2 + 1) + c[1] * (4 * r2 - 3) * (x * x - y * y)
+            + c[2] * (4 * r2 - 3) * 2 * x * y)
+    design = np.stack([np.ones(pupil.sum()), x[pupil], y[pupil]], axis=1)
+    total = np.zeros(pupil.shape)
+    for part in (seg, glob):
+        part = np.where(pupil, part, 0.0)
+        part[pupil] -= design @ np.linalg.lstsq(design, part[pupil], rcond=None)[0]
+        total += part / np.std(part[pupil])
+    total[pupil] *= rms_nm * 1e-9 / np.std(total[pupil])
+    return np.where(pupil, total, 0.0)
 
 
 def run_issue9(args):
@@ -712,9 +779,18 @@ def run_issue9(args):
     rng = np.random.default_rng(args.seed)
     tmp = Path(args.cache) / "issue9"
     tmp.mkdir(parents=True, exist_ok=True)
-    opd_now = tmp / f"opd_{args.wfe_nm:g}nm.fits"
-    opd_old = tmp / f"opd_{args.wfe_nm:g}nm_older15.fits"
+    extra = f"_x{args.truth_extra_nm:g}" if args.truth_extra_nm else ""
+    opd_now = tmp / f"opd_{args.wfe_nm:g}nm{extra}.fits"
+    opd_old = tmp / f"opd_{args.wfe_nm:g}nm{extra}_older15.fits"
     base = make_test_opd(opd_now, rms_nm=args.wfe_nm, seed=args.seed, npix=ISSUE9_NPIX)
+    if args.truth_extra_nm:  # structure outside the visit fit's segment modes
+        from astropy.io import fits as _fits
+
+        with _fits.open(opd_now) as hdul:
+            base = base + _off_basis_map(args.truth_extra_nm, args.seed + 200)
+            hdul[0].data = base
+            hdul[0].header["OPDEXTRA"] = (args.truth_extra_nm, "nm rms off-basis added")
+            hdul.writeto(opd_now, overwrite=True)
     make_test_opd(opd_old, base=base, drift_nm=15.0, seed=args.seed + 100, npix=ISSUE9_NPIX)
     now, old = read_opd(opd_now), read_opd(opd_old)
     exact = StpsfOptions(si_wfe=True, pupil_npix=ISSUE9_NPIX)
@@ -939,8 +1015,19 @@ def main(argv=None):
                         help="visit fit from the older OPD: prior (nm rms) on each drift mode "
                         "(default 15, the drift of the benchmark's older map)")
     parser.add_argument("--visit-modes", nargs="+", default=["low_order", "focus_astig"],
-                        choices=["low_order", "focus_astig"],
-                        help="mode sets of the visit fit (default both)")
+                        choices=["low_order", "focus_astig", "segments", "segments_focus"],
+                        help="mode sets of the visit fit (default low_order, focus_astig; "
+                        "segments: + per-segment piston/tip/tilt, 61 modes; segments_focus: + "
+                        "per-segment focus, 79 modes)")
+    parser.add_argument("--visit-segment-prior-nm", type=float, default=6.0,
+                        help="visit fit, segment mode sets: prior (nm rms over the pupil) on "
+                        "each per-segment mode without an OPD (default 6: 70 %% of 60 nm over "
+                        "54-72 modes); --visit-prior-nm is the global modes' prior; from an "
+                        "older OPD both are scaled by --visit-drift-nm / --wfe-nm")
+    parser.add_argument("--truth-extra-nm", type=float, default=0.0,
+                        help="--issue9: add this rms (nm) of structure outside the segment "
+                        "modes' span to the truth map (per-segment astigmatism and trefoil, "
+                        "global spherical and secondary astigmatism; default 0)")
     parser.add_argument("--visit-derivatives", nargs="+", default=["mean"],
                         choices=["mean", "each"],
                         help="mode derivatives at the visit's mean offset and/or per exposure")

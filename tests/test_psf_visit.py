@@ -136,9 +136,80 @@ def test_wavefront_modes_are_unit_rms_and_tip_tilt_free():
     assert np.abs(gram - np.eye(7)).max() < 0.05  # nearly orthonormal on a round pupil
     assert np.array_equal(wavefront_modes(pupil, "focus_astig"), modes[:3])
     assert np.array_equal(wavefront_modes(pupil, ["coma_y"]), modes[4:5])
-    assert list(MODE_SETS) == ["focus_astig", "low_order"]
+    assert list(MODE_SETS) == ["focus_astig", "low_order", "segments", "segments_focus"]
     with pytest.raises(ValueError, match="unknown wavefront modes"):
         wavefront_modes(pupil, "spherical")
+
+
+def _segmented_pupil():
+    """A toy segmented pupil: a disc cut into 4 quadrant segments (labels 1-4) by 2-px gaps."""
+    yy, xx = np.indices((64, 64)) - 31.5
+    pupil = (np.hypot(yy, xx) < 30) & (np.abs(yy) > 1) & (np.abs(xx) > 1)
+    segments = np.where(pupil, 1 + (yy > 0) + 2 * (xx > 0), 0)
+    return pupil.astype(float), segments, yy, xx
+
+
+def test_segment_modes_are_unit_rms_tip_tilt_free_and_per_segment():
+    pupil, segments, yy, xx = _segmented_pupil()
+    inside = pupil > 0.5
+    names = ["focus", "seg01_piston", "seg02_tip", "seg03_tilt", "seg04_focus"]
+    modes = wavefront_modes(pupil, names, segments=segments)
+    assert modes.shape == (5, 64, 64)
+    design = np.stack([np.ones(inside.sum()), xx[inside], yy[inside]], axis=1)
+    for m in modes:
+        assert np.std(m[inside]) == pytest.approx(1e-9, rel=1e-9)
+        assert np.abs(np.linalg.lstsq(design, m[inside], rcond=None)[0]).max() < 1e-20
+        assert np.all(m[~inside] == 0)
+    assert np.array_equal(modes[0], wavefront_modes(pupil, ["focus"])[0])
+    # seg02_tip before the global PTT removal: x - <x> on segment 2, 0 elsewhere; the removal
+    # adds a plane, so on each other segment the mode is a plane too, and on segment 2 the
+    # mode minus that plane is linear in x with no y term
+    sel = segments == 2
+    a = np.linalg.lstsq(np.stack([np.ones(sel.sum()), xx[sel], yy[sel]], axis=1),
+                        modes[2][sel], rcond=None)[0]
+    other = (segments > 0) & ~sel
+    b = np.linalg.lstsq(np.stack([np.ones(other.sum()), xx[other], yy[other]], axis=1),
+                        modes[2][other], rcond=None)[0]
+    assert abs(a[1] - b[1]) > 10 * abs(a[2] - b[2])  # tip = x on its segment
+    # per-segment focus: quadratic on its own segment only (a plane on the others)
+    for label in (1, 2, 3):
+        s = segments == label
+        fit = np.linalg.lstsq(np.stack([np.ones(s.sum()), xx[s], yy[s]], axis=1), modes[4][s],
+                              rcond=None)
+        assert np.abs(modes[4][s] - fit[0] @ np.stack([np.ones(s.sum()), xx[s], yy[s]])).max(
+        ) < 1e-20
+    s = segments == 4
+    cx, cy = xx[s] - xx[s].mean(), yy[s] - yy[s].mean()
+    q = np.stack([np.ones(s.sum()), cx, cy, cx * cx + cy * cy], axis=1)
+    assert np.abs(modes[4][s] - q @ np.linalg.lstsq(q, modes[4][s], rcond=None)[0]).max() < 1e-20
+    with pytest.raises(ValueError, match="segment map"):
+        wavefront_modes(pupil, names)
+    with pytest.raises(ValueError, match=r"segments \[7\]"):
+        wavefront_modes(pupil, ["seg07_piston"], segments=segments)
+    with pytest.raises(ValueError, match="unknown wavefront modes"):
+        wavefront_modes(pupil, ["seg01_astig"], segments=segments)
+
+
+@needs_mini
+def test_segments_focus_spans_the_test_maps_exactly(tmp_path):
+    """make_test_opd's maps are per-segment piston/tip/tilt/focus + the 7 global modes: the
+    "segments_focus" set represents them exactly (why the benchmark's no-OPD rows with it are
+    an "inverse crime"), "segments" leaves the per-segment focus out."""
+    from jwst_klipprep.psf.opd import make_test_opd
+
+    pupil = fits.getdata(_MINI / "jwst_pupil_RevW_npix256.fits.gz")
+    segments = np.asarray(fits.getdata(_MINI / "JWpupil_segments_RevW_npix256.fits"), int)
+    inside = pupil > 0.5
+    truth = make_test_opd(tmp_path / "map.fits", rms_nm=60.0, seed=3, npix=256,
+                          data_path=_MINI)[inside]
+    left = {}
+    for name in ("segments", "segments_focus"):
+        modes = wavefront_modes(pupil, name, segments=segments)
+        assert modes.shape[0] == len(MODE_SETS[name]) == 7 + 18 * (3 if name == "segments" else 4)
+        design = modes[:, inside].T
+        left[name] = np.std(truth - design @ np.linalg.lstsq(design, truth, rcond=None)[0])
+    assert left["segments_focus"] < 1e-6 * 60e-9
+    assert 5e-9 < left["segments"] < 30e-9  # the per-segment focus part of 60 nm
 
 
 @pytest.mark.slow

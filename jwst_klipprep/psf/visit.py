@@ -20,7 +20,8 @@ changes over the +-30 mas of a visit; ``mode_derivatives="each"`` computes them 
 offset derivatives per exposure. One iteration costs K + 1 + 3 n model evaluations (n
 exposures).
 
-`wavefront_modes` gives global low-order modes on stpsf's pupil grid and `stpsf_mode_factory`
+`wavefront_modes` gives global low-order modes (and per-segment piston / tip / tilt / focus,
+from stpsf's segment map) on stpsf's pupil grid and `stpsf_mode_factory`
 an stpsf factory that adds them to the model's telescope wavefront (the given OPD, or none) in
 one optical system built once (a model evaluation is one stpsf propagation, no rebuild).
 """
@@ -33,14 +34,27 @@ import numpy as np
 
 from jwst_klipprep.psf.opd import _zernike_terms
 
-__all__ = ["MODE_SETS", "VISIT_FLOOR_MAS", "VisitFit", "fit_visit", "stpsf_mode_factory",
-           "wavefront_modes"]
+__all__ = ["MODE_SETS", "SEGMENT_TERMS", "VISIT_FLOOR_MAS", "VisitFit", "fit_visit",
+           "stpsf_mode_factory", "wavefront_modes"]
 
-#: Named sets of global wavefront modes (`wavefront_modes`): their mode names.
+_GLOBAL = ("focus", "astig_0", "astig_45", "coma_x", "coma_y", "trefoil_0", "trefoil_30")
+#: Per-segment terms on the segment's own centred coordinates (sx, sy): 1, sx, sy, sx^2 + sy^2.
+SEGMENT_TERMS = ("piston", "tip", "tilt", "focus")
+_N_SEGMENTS = 18  # JWST primary mirror segments (labels 1-18 of stpsf's JWpupil_segments map)
+
+
+def _segment_names(terms):
+    return tuple(f"seg{label:02d}_{t}" for label in range(1, _N_SEGMENTS + 1) for t in terms)
+
+
+#: Named sets of wavefront modes (`wavefront_modes`): their mode names. Global modes first (order
+#: of opd._zernike_terms); "segments" adds piston, tip and tilt of each of the 18 segments,
+#: "segments_focus" also each segment's focus (these need the segment map).
 MODE_SETS = {
-    "focus_astig": ("focus", "astig_0", "astig_45"),  # order of opd._zernike_terms
-    "low_order": ("focus", "astig_0", "astig_45", "coma_x", "coma_y", "trefoil_0",
-                  "trefoil_30"),
+    "focus_astig": _GLOBAL[:3],
+    "low_order": _GLOBAL,
+    "segments": _GLOBAL + _segment_names(SEGMENT_TERMS[:3]),
+    "segments_focus": _GLOBAL + _segment_names(SEGMENT_TERMS),
 }
 
 #: Systematic floor (mas per axis, 1 sigma) of a star position from the visit fit started from an
@@ -288,32 +302,61 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
                     iterations=steps, converged=converged)
 
 
-def wavefront_modes(pupil, mode_set="low_order"):
-    """Global low-order wavefront modes on a pupil (metres per unit coefficient = 1 nm rms).
+def _parse_segment_mode(name):
+    """``"seg07_tip"`` -> (7, "tip"); None for a global mode name or anything else."""
+    head, _, term = name.partition("_")
+    if head.startswith("seg") and head[3:].isdigit() and term in SEGMENT_TERMS:
+        return int(head[3:]), term
+    return None
+
+
+def wavefront_modes(pupil, mode_set="low_order", *, segments=None):
+    """Wavefront modes on a pupil (metres per unit coefficient = 1 nm rms over the pupil).
 
     Parameters
     ----------
     pupil : array (npix, npix)
         Pupil transmission on the OPD grid (e.g. stpsf's ``jwst_pupil_RevW_npix<npix>``).
     mode_set : str or sequence of str, optional
-        A `MODE_SETS` name or mode names from ``MODE_SETS["low_order"]``.
+        A `MODE_SETS` name, or mode names: global ones from ``MODE_SETS["low_order"]``,
+        per-segment ones ``"seg<NN>_<term>"`` (NN = segment label 01-18, term in
+        `SEGMENT_TERMS`).
+    segments : array of int (npix, npix), optional
+        Segment label map on the same grid (stpsf's ``JWpupil_segments_RevW_npix<npix>``; 0
+        outside); required for per-segment modes.
 
     Returns
     -------
     ndarray (K, npix, npix)
         Each mode with the pupil's least-squares piston and tip/tilt removed, 1e-9 m rms inside
-        the pupil (transmission > 0.5), 0 outside.
+        the pupil (transmission > 0.5), 0 outside. A per-segment mode is its term (1, sx, sy or
+        sx^2 + sy^2 on the segment's centred coordinates, in units of the pupil radius) on its
+        segment, 0 elsewhere, before that removal; the per-segment modes of all segments are
+        not independent of each other or of the global ones (global piston / tip / tilt are
+        removed, global focus is close to a combination): fit them with a prior.
     """
     names = MODE_SETS[mode_set] if isinstance(mode_set, str) and mode_set in MODE_SETS else (
         (mode_set,) if isinstance(mode_set, str) else tuple(mode_set))
     known = MODE_SETS["low_order"]
-    unknown = [m for m in names if m not in known]
+    unknown = [m for m in names if m not in known and _parse_segment_mode(m) is None]
     if unknown or not names:
         raise ValueError(f"unknown wavefront modes {unknown or mode_set!r}: use one of "
-                         f"{sorted(MODE_SETS)} or names from {known}")
+                         f"{sorted(MODE_SETS)}, names from {known} or 'seg<NN>_<term>' with "
+                         f"a term in {SEGMENT_TERMS}")
     inside = np.asarray(pupil, float) > 0.5
     if inside.ndim != 2 or inside.sum() < 10:
         raise ValueError("pupil must be a 2-D transmission map with an illuminated area")
+    wanted = {p[0] for p in map(_parse_segment_mode, names) if p is not None}
+    if wanted:
+        if segments is None:
+            raise ValueError("per-segment wavefront modes need the segment map (segments=)")
+        segments = np.asarray(segments)
+        if segments.shape != inside.shape:
+            raise ValueError(f"segments shape {segments.shape} differs from the pupil's "
+                             f"{inside.shape}")
+        missing = sorted(lab for lab in wanted if not np.any(inside & (segments == lab)))
+        if missing:
+            raise ValueError(f"segments {missing} are not in the segment map inside the pupil")
     npix = inside.shape[0]
     yy, xx = np.indices(inside.shape) - (npix - 1) / 2.0
     radius = max(np.abs(xx[inside]).max(), np.abs(yy[inside]).max())
@@ -322,7 +365,16 @@ def wavefront_modes(pupil, mode_set="low_order"):
     terms = _zernike_terms(x, y)
     modes = []
     for name in names:
-        t = np.where(inside, terms[known.index(name)], 0.0)
+        parsed = _parse_segment_mode(name)
+        if parsed is None:
+            t = np.where(inside, terms[known.index(name)], 0.0)
+        else:
+            sel = inside & (segments == parsed[0])
+            sx, sy = x[sel] - x[sel].mean(), y[sel] - y[sel].mean()
+            value = {"piston": np.ones(sx.shape), "tip": sx, "tilt": sy,
+                     "focus": sx * sx + sy * sy}[parsed[1]]
+            t = np.zeros(inside.shape)
+            t[sel] = value
         t[inside] -= design @ np.linalg.lstsq(design, t[inside], rcond=None)[0]
         t[inside] /= np.std(t[inside])
         modes.append(t * 1e-9)
