@@ -606,7 +606,7 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
     from jwst_klipprep.psf.opd import pupil_file
     from jwst_klipprep.psf.visit import (
         MODE_SETS,
-        VISIT_FLOOR_MAS,
+        VISIT_FLOORS_MAS,
         fit_visit,
         stpsf_mode_factory,
         wavefront_modes,
@@ -648,6 +648,9 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
         for mode_set in args.visit_modes:
             modes = wavefront_modes(pupil, mode_set, segments=segments)
             wanted = (true_map if base_map is None else true_map - base_map)
+            if wanted.shape != pupil.shape:  # a truth on a finer grid: block means, to report
+                f = wanted.shape[0] // pupil.shape[0]
+                wanted = wanted.reshape(pupil.shape[0], f, pupil.shape[1], f).mean(axis=(1, 3))
             n_seg = len(MODE_SETS[mode_set]) - 7
             if n_seg > 0:  # per-segment modes: not orthogonal, joint least squares
                 design = modes[:, inside].T
@@ -675,13 +678,14 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
                 out[(start, mode_set, derivatives)] = (fit, secs, cpu, truth_c, prior)
     # uncertainty candidates: statistical (GN covariance x chi2_red); + the spread between the
     # mode sets (half the difference of the two sets' offsets, per axis); + a floor
-    print(f"\nVisit-level fit (`fit_visit`, stpsf, {args.visit_iterations} Gauss-Newton steps "
+    print(f"\nVisit-level fit (`fit_visit`, stpsf, {args.visit_iterations} linearisations "
           "at most; starts: the per-exposure fits; prior = rms of each mode coefficient):\n")
-    print("| start | modes | derivatives | prior (nm) | error median / max (mas) | spread (mas) | "
+    print("| start | modes | derivatives | prior (nm) | error median / max (mas) | rms per axis "
+          "(mas) | spread (mas) | "
           "mean error (dy, dx) mas | median sigma stat (mas) | error/sigma rms: stat / stat + "
-          f"mode-set spread / stat + floor {VISIT_FLOOR_MAS:g} mas | chi2_red | model evals | "
+          "mode-set spread / stat + the step's floor (mas) | chi2_red | model evals | "
           "steps | s / exposure (CPU) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (start, mode_set, derivatives), (fit, secs, cpu, _, prior) in out.items():
         diff = (fit.offset_yx - offsets) * PIXEL_SCALE * MAS
         rad = np.hypot(*diff.T)
@@ -696,13 +700,16 @@ def _visit_rows(args, frames, offsets, starts, true_map, opd_maps):
         else:
             cover2 = "-"
         cover = float(np.sqrt(np.mean((diff / sig) ** 2)))
-        cover3 = float(np.sqrt(np.mean((diff / np.hypot(sig, VISIT_FLOOR_MAS)) ** 2)))
+        floor = VISIT_FLOORS_MAS.get((mode_set, start != "no OPD"))
+        cover3 = "-" if floor is None else (
+            f"{np.sqrt(np.mean((diff / np.hypot(sig, floor)) ** 2)):.2f} ({floor:g})")
         prior_txt = (f"{prior:g}" if np.ndim(prior) == 0
                      else f"{prior[0]:g} global, {prior[-1]:g} segment")
         print(f"| {start} | {mode_set} ({len(MODE_SETS[mode_set])}) | {derivatives} | "
-              f"{prior_txt} | {np.median(rad):.2f} / {rad.max():.2f} | {spread:.2f} | "
+              f"{prior_txt} | {np.median(rad):.2f} / {rad.max():.2f} | "
+              f"{np.sqrt(np.mean(diff**2)):.2f} | {spread:.2f} | "
               f"({diff[:, 0].mean():+.2f}, {diff[:, 1].mean():+.2f}) | {np.median(sig):.3f} | "
-              f"{cover:.1f} / {cover2} / {cover3:.2f} | {fit.chi2_red:.1f} | {fit.nmodel} | "
+              f"{cover:.1f} / {cover2} / {cover3} | {fit.chi2_red:.1f} | {fit.nmodel} | "
               f"{fit.iterations}{'' if fit.converged else ' (not converged)'} | "
               f"{secs:.1f} ({cpu:.1f}) |", flush=True)
     pairs = [(k, v[0].offset_yx) for k, v in out.items() if k[2] == "mean"]
@@ -780,6 +787,7 @@ def run_issue9(args):
     tmp = Path(args.cache) / "issue9"
     tmp.mkdir(parents=True, exist_ok=True)
     extra = f"_x{args.truth_extra_nm:g}" if args.truth_extra_nm else ""
+    extra += "_ote" if args.truth_ote else ""
     opd_now = tmp / f"opd_{args.wfe_nm:g}nm{extra}.fits"
     opd_old = tmp / f"opd_{args.wfe_nm:g}nm{extra}_older15.fits"
     base = make_test_opd(opd_now, rms_nm=args.wfe_nm, seed=args.seed, npix=ISSUE9_NPIX)
@@ -791,12 +799,27 @@ def run_issue9(args):
             hdul[0].data = base
             hdul[0].header["OPDEXTRA"] = (args.truth_extra_nm, "nm rms off-basis added")
             hdul.writeto(opd_now, overwrite=True)
-    make_test_opd(opd_old, base=base, drift_nm=15.0, seed=args.seed + 100, npix=ISSUE9_NPIX)
+    npix_truth = ISSUE9_NPIX
+    if args.truth_ote:  # stpsf's OTE linear model on its 1024 grid: independent of the modes
+        from astropy.io import fits as _fits
+
+        npix_truth = 1024
+        ote, info = ote_wfe_opd(args.wfe_nm, args.seed, tmp)
+        base = make_test_opd(opd_now, rms_nm=args.wfe_nm, seed=args.seed, npix=npix_truth)
+        with _fits.open(opd_now) as hdul:
+            base = np.array(ote[0].data, dtype=float)
+            hdul[0].data = base
+            hdul[0].header["OPDORIG"] = ("stpsf OTE linear model", "benchmark truth map")
+            hdul.writeto(opd_now, overwrite=True)
+        print(f"# truth map: stpsf OTE linear model (seed {args.seed}; segment piston, tilts, "
+              f"RoC + global Zernikes), {info['rms_nm']:.1f} nm rms on the 1024 grid; the "
+              "fitter's models use the 256 grid")
+    make_test_opd(opd_old, base=base, drift_nm=15.0, seed=args.seed + 100, npix=npix_truth)
     now, old = read_opd(opd_now), read_opd(opd_old)
     exact = StpsfOptions(si_wfe=True, pupil_npix=ISSUE9_NPIX)
     no_si = StpsfOptions(si_wfe=False, pupil_npix=ISSUE9_NPIX)
-    with_opd = StpsfOptions(opd=now, si_wfe=True, pupil_npix=ISSUE9_NPIX)
-    older = StpsfOptions(opd=old, si_wfe=True, pupil_npix=ISSUE9_NPIX)
+    with_opd = StpsfOptions(opd=now, si_wfe=True, pupil_npix=npix_truth)
+    older = StpsfOptions(opd=old, si_wfe=True, pupil_npix=npix_truth)
     print(f"# issue 9 table: F444W MASK335R, stpsf pupil {ISSUE9_NPIX} px, nlambda 3, "
           f"oversample {OVERSAMPLE}, {args.offsets} offsets within +-30 mas, {ISSUE9_NINTS} "
           f"integrations, peak S/N {ISSUE9_SNR:g}; OPD {now.rms_nm:.1f} nm rms "
@@ -818,8 +841,10 @@ def run_issue9(args):
     print("|---|---|---|---|---|---|---|---|")
     results = {}
     for name, truth_opt, fit_opt in cases:
-        if args.visit_only and name not in (cases[3][0], cases[4][0]) and not (
-                name == cases[2][0] and "OPD exact" in args.visit_starts):
+        if args.visit_only and not (
+                (name == cases[3][0] and "OPD older" in args.visit_starts)
+                or (name == cases[4][0] and "no OPD" in args.visit_starts)
+                or (name == cases[2][0] and "OPD exact" in args.visit_starts)):
             continue
         truth_fn = _package_function(truth_opt)
         fit_fn = _package_function(fit_opt)
@@ -1007,16 +1032,17 @@ def main(argv=None):
     parser.add_argument("-v", "--verbose", action="store_true", help="progress log")
     parser.add_argument("--visit-fit", action="store_true",
                         help="--issue9: add the visit-level wavefront-mode fit row (slow)")
-    parser.add_argument("--visit-iterations", type=int, default=4,
-                        help="Gauss-Newton steps of the visit fit at most (default 4)")
-    parser.add_argument("--visit-prior-nm", type=float, default=30.0,
-                        help="visit fit without an OPD: prior (nm rms) on each mode (default 30)")
+    parser.add_argument("--visit-iterations", type=int, default=8,
+                        help="linearisations of the visit fit at most (default 8, as the step)")
+    parser.add_argument("--visit-prior-nm", type=float, default=12.0,
+                        help="visit fit without an OPD: prior (nm rms) on each global mode "
+                        "(default 12, the step's)")
     parser.add_argument("--visit-drift-nm", type=float, default=15.0,
                         help="visit fit from the older OPD: prior (nm rms) on each drift mode "
                         "(default 15, the drift of the benchmark's older map)")
-    parser.add_argument("--visit-modes", nargs="+", default=["low_order", "focus_astig"],
+    parser.add_argument("--visit-modes", nargs="+", default=["low_order", "segments"],
                         choices=["low_order", "focus_astig", "segments", "segments_focus"],
-                        help="mode sets of the visit fit (default low_order, focus_astig; "
+                        help="mode sets of the visit fit (default low_order, segments; "
                         "segments: + per-segment piston/tip/tilt, 61 modes; segments_focus: + "
                         "per-segment focus, 79 modes)")
     parser.add_argument("--visit-segment-prior-nm", type=float, default=6.0,
@@ -1028,6 +1054,10 @@ def main(argv=None):
                         help="--issue9: add this rms (nm) of structure outside the segment "
                         "modes' span to the truth map (per-segment astigmatism and trefoil, "
                         "global spherical and secondary astigmatism; default 0)")
+    parser.add_argument("--truth-ote", action="store_true",
+                        help="--issue9: the truth map from stpsf's OTE linear model (segment "
+                        "piston, tilts and radius of curvature + global Zernikes, "
+                        "ote_wfe_opd) on the 1024 grid instead of make_test_opd's")
     parser.add_argument("--visit-derivatives", nargs="+", default=["mean"],
                         choices=["mean", "each"],
                         help="mode derivatives at the visit's mean offset and/or per exposure")

@@ -4,14 +4,18 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/bench_visit_step.py            # seed 5: about 1-2 min
     .venv/bin/python benchmarks/bench_visit_step.py --seed 6
+    .venv/bin/python benchmarks/bench_visit_step.py --no-opd   # about 10 min
+    .venv/bin/python benchmarks/bench_visit_step.py --modes low_order segments_focus
 
 `klipprep simulate` writes an association (2 science rolls + 5 references, NIRCam MASK335R
 F444W, 320 x 320, stpsf PSFs on ``../shared/data/stpsf-data-mini``, 256-pixel pupil) made with a
 60 nm rms ``make_test_opd`` telescope wavefront ("now"); the step is given the same map plus a
 15 nm rms drift ("older", as in ``bench_recenter.py --issue9``). The table compares the star
 offsets recorded by ``update_nircam_centers`` + ``recenter_frames --opd=older`` with and without
-``--fit_wavefront=low_order`` to the simulation's truth, with the recorded uncertainties and the
-step's time (wall and CPU; the machine's load is included).
+``--fit_wavefront`` (``--modes``) to the simulation's truth, with the recorded
+uncertainties and the step's time (wall and CPU; the machine's load is included). With
+``--no-opd`` the step is given no OPD at all: per-exposure fit against
+``--fit_wavefront=segments_focus`` (or ``--modes``).
 """
 
 import argparse
@@ -34,6 +38,12 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=5, help="seed of the wavefront map")
     parser.add_argument("--nints", type=int, default=2, help="integrations per exposure")
     parser.add_argument("--stpsf-path", default=str(DEFAULT_STPSF), help="stpsf data folder")
+    parser.add_argument("--no-opd", action="store_true",
+                        help="give the step no OPD: per-exposure fit vs fit_wavefront=segments")
+    parser.add_argument("--modes", nargs="+", default=None,
+                        choices=["low_order", "segments", "segments_focus"],
+                        help="fit_wavefront values of the visit rows (default low_order with "
+                        "the older OPD, segments_focus with --no-opd)")
     args = parser.parse_args(argv)
     os.environ["STPSF_PATH"] = str(Path(args.stpsf_path).resolve())
     os.environ.pop("WEBBPSF_PATH", None)
@@ -57,19 +67,28 @@ def main(argv=None):
         truth = {e["filename"]: e for e in json.loads((tmp / "sim" / "truth.json").read_text())[
             "exposures"]}
         scale = 62.9  # mas per px (F444W)
+        given = "no OPD" if args.no_opd else "it + 15 nm rms drift"
         print(f"# recenter_frames on a simulated association (seed {args.seed}): 60 nm rms "
-              "wavefront, the step given it + 15 nm rms drift; errors = recorded - true star "
-              "offset (mas)\n")
+              f"wavefront, the step given {given}; errors = recorded - true star offset "
+              "(mas)\n")
         print("| fit | N | error median / max (mas) | mean error (dy, dx) mas | recorded sigma "
-              "(mas per axis) | error/sigma rms | fitted modes (nm) | s (CPU s) |")
+              "(mas per axis) | error/sigma rms | fitted global modes (nm) | s (CPU s) |")
         print("|---|---|---|---|---|---|---|---|")
         with ModelContainer(str(tmp / "sim" / "asn.json")) as models:
             centred = UpdateNircamCentersStep.call(models)
-            for label, kw in (("per exposure", {}), ("visit, low_order",
-                                                      {"fit_wavefront": "low_order"})):
+            if args.no_opd:
+                modes = args.modes or ["segments_focus"]
+                runs = (("per exposure, no OPD", {}),) + tuple(
+                    (f"visit, {m}, no OPD", {"fit_wavefront": m}) for m in modes)
+                given = {"pupil_npix": 256}
+            else:
+                modes = args.modes or ["low_order"]
+                runs = (("per exposure", {}),) + tuple(
+                    (f"visit, {m}", {"fit_wavefront": m}) for m in modes)
+                given = {"opd": str(tmp / "older.fits")}
+            for label, kw in runs:
                 t0, c0 = time.perf_counter(), time.process_time()
-                out = RecenterFramesStep.call(centred, opd=str(tmp / "older.fits"), apply=False,
-                                              **kw)
+                out = RecenterFramesStep.call(centred, apply=False, **given, **kw)
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                 err, sig, modes = [], [], "-"
                 for model in out:
@@ -79,7 +98,7 @@ def main(argv=None):
                     sig.append(np.multiply(rec["star_offset_err_yx"], scale))
                     if rec.get("wavefront_fit"):
                         modes = np.array2string(np.array(rec["wavefront_fit"][
-                            "coefficients_nm"]), precision=1)
+                            "coefficients_nm"][:7]), precision=1)
                 err, sig = np.array(err), np.array(sig)
                 rad = np.hypot(*err.T)
                 print(f"| {label} | {len(rad)} | {np.median(rad):.2f} / {rad.max():.2f} | "

@@ -5,8 +5,9 @@ The exposures of a visit (both rolls, references taken close in time) see the sa
 wavefront. When it is not known (no OPD) or known only from an older measurement, an error in it
 biases every exposure's star position alike, and a per-exposure fit cannot see that: the model
 mismatch looks like an offset. `fit_visit` fits K wavefront mode coefficients common to all
-exposures together with a star offset (dy, dx) and a flux scale per exposure, by Gauss-Newton
-with finite-difference derivatives of a forward model.
+exposures together with a star offset (dy, dx) and a flux scale per exposure, by Levenberg-Marquardt
+(Gauss-Newton steps, damped when one does not lower chi2) with finite-difference derivatives
+of a forward model.
 
 The forward model is passed in as a factory (so the fit is testable without stpsf)::
 
@@ -18,7 +19,7 @@ model the occulted PSF of a star at mask centre + offset on the data stamp (as f
 per iteration at the visit's mean offset and used for every exposure (the mode response hardly
 changes over the +-30 mas of a visit; ``mode_derivatives="each"`` computes them per exposure),
 offset derivatives per exposure. One iteration costs K + 1 + 3 n model evaluations (n
-exposures).
+exposures), and each tried step n more (the chi2 at the new point).
 
 `wavefront_modes` gives global low-order modes (and per-segment piston / tip / tilt / focus,
 from stpsf's segment map) on stpsf's pupil grid and `stpsf_mode_factory`
@@ -29,13 +30,15 @@ one optical system built once (a model evaluation is one stpsf propagation, no r
 import dataclasses
 import math
 import threading
+from types import MappingProxyType
 
 import numpy as np
 
 from jwst_klipprep.psf.opd import _zernike_terms
 
-__all__ = ["MODE_SETS", "SEGMENT_TERMS", "VISIT_FLOOR_MAS", "VisitFit", "fit_visit",
-           "stpsf_mode_factory", "wavefront_modes"]
+__all__ = ["MODE_SETS", "SEGMENT_TERMS", "VISIT_FLOORS_MAS", "VISIT_FLOOR_MAS",
+           "VISIT_PRIORS_NM", "VisitFit", "fit_visit", "mode_priors", "stpsf_mode_factory",
+           "visit_floor_mas", "wavefront_modes"]
 
 _GLOBAL = ("focus", "astig_0", "astig_45", "coma_x", "coma_y", "trefoil_0", "trefoil_30")
 #: Per-segment terms on the segment's own centred coordinates (sx, sy): 1, sx, sy, sx^2 + sy^2.
@@ -64,6 +67,48 @@ MODE_SETS = {
 #: 15 nm): 1.8 and 2.7 mas radial on two maps (up to 2.5 per axis).
 VISIT_FLOOR_MAS = 3.0
 
+#: Systematic floor (mas per axis, 1 sigma) of the visit fit per configuration: (mode set, an OPD
+#: given). ``("low_order", True)`` is `VISIT_FLOOR_MAS`; the others are measured with
+#: ``benchmarks/bench_recenter.py --issue9 --visit-fit --visit-modes segments`` (see
+#: docs/steps/recenter_frames.rst, "Visit fit"): the error left is common to the exposures, so
+#: the floor, not the statistical error, carries it.
+VISIT_FLOORS_MAS = MappingProxyType({
+    ("low_order", True): VISIT_FLOOR_MAS,
+    ("segments", True): 2.0,
+    ("segments_focus", True): 2.0,
+    ("segments", False): 10.0,
+    ("segments_focus", False): 7.0,
+})
+
+#: Default Gaussian priors (nm rms per mode): (global mode, per-segment mode), with an OPD (the
+#: drift since it) and without (the telescope wavefront itself, a ~60 nm rms budget: 7 global
+#: modes x 12 nm and 54 segment modes x 6 nm).
+VISIT_PRIORS_NM = MappingProxyType({True: (15.0, 1.5), False: (12.0, 6.0)})
+
+
+def visit_floor_mas(mode_set, *, opd_given):
+    """Systematic floor (mas per axis) of the visit fit with ``mode_set`` (`VISIT_FLOORS_MAS`).
+
+    Raises
+    ------
+    ValueError
+        A configuration without a measured floor (e.g. ``low_order`` without an OPD, which the
+        benchmark showed no better than the per-exposure fit).
+    """
+    key = (mode_set, bool(opd_given))
+    if key not in VISIT_FLOORS_MAS:
+        raise ValueError(f"no measured floor for the visit fit with {mode_set!r} "
+                         f"{'with' if opd_given else 'without'} an OPD; measured: "
+                         f"{sorted(VISIT_FLOORS_MAS)}")
+    return VISIT_FLOORS_MAS[key]
+
+
+def mode_priors(names, *, global_nm, segment_nm):
+    """Prior rms (nm) of each mode in ``names``: ``segment_nm`` for a per-segment mode
+    (``seg<NN>_<term>``), ``global_nm`` for a global one."""
+    return np.array([segment_nm if _parse_segment_mode(m) else global_nm for m in names],
+                    dtype=float)
+
 
 @dataclasses.dataclass(frozen=True)
 class VisitFit:
@@ -73,7 +118,7 @@ class VisitFit:
     ----------
     offset_yx, offset_err_yx : ndarray (n, 2)
         Star offset of each exposure from the mask centre and its statistical error
-        (Gauss-Newton covariance x max(1, chi2_red), mode correlations included).
+        (linearised covariance x max(1, chi2_red), mode correlations included).
     coefficients, coefficient_err : ndarray (K,)
         Fitted wavefront mode coefficients (on top of the factory's base wavefront) and errors.
     scale : ndarray (n,)
@@ -86,9 +131,10 @@ class VisitFit:
     nmodel : int
         Model evaluations.
     iterations : int
-        Gauss-Newton steps taken.
+        Linearisations (derivative evaluations) made.
     converged : bool
-        The last step moved every offset by less than ``tol``.
+        The last step moved every offset by less than ``tol``, or chi2 (with the prior)
+        stopped decreasing (no damped step lowers it, or by less than 1e-4 of itself).
     """
 
     offset_yx: np.ndarray
@@ -168,9 +214,9 @@ def _check_inputs(data, err, bad, n_modes, offsets0, prior, iterations, fit_radi
 
 def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, prior=None,
               iterations=3, fit_radius=20.0, center_yx=None, mode_step=5.0, offset_step=0.05,
-              mode_derivatives="mean", tol=2e-3):
+              mode_derivatives="mean", tol=2e-3, damping=1e-3):
     """Joint fit of K wavefront mode coefficients shared by the exposures of a visit, and of
-    each exposure's star offset and flux scale (Gauss-Newton, finite differences).
+    each exposure's star offset and flux scale (Levenberg-Marquardt, finite differences).
 
     Parameters
     ----------
@@ -195,7 +241,7 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
         is scaled by max(1, chi2_red), like the data's, so it keeps its meaning when model
         errors dominate the noise. None: no prior.
     iterations : int, optional
-        Gauss-Newton steps (each one new linearisation).
+        Linearisations at most (each one K + 1 + 3 n model evaluations, plus n per tried step).
     fit_radius : float, optional
         Pixels within this radius of ``center_yx`` are fitted.
     center_yx : (float, float) or array (n, 2), optional
@@ -207,7 +253,13 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
         Mode derivatives at the mean offset of the visit (K evaluations per step) or at each
         exposure's offset (K n).
     tol : float, optional
-        Convergence: every offset step below this (px); the fit stops early then.
+        Convergence: every offset step below this (px), or chi2 (with the prior) lowered by
+        less than 1e-4 of itself; the fit stops early then.
+    damping : float, optional
+        Levenberg-Marquardt: the starting damping (x the normal matrix's diagonal). A step
+        that does not lower chi2 (with the prior) is not taken: the damping grows x10 and the
+        step is solved again on the same derivatives (n model evaluations per try, 6 tries);
+        a step taken lowers it x10. 0: plain Gauss-Newton, every step taken.
 
     Returns
     -------
@@ -221,18 +273,36 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
     """
     if mode_derivatives not in ("mean", "each"):
         raise ValueError(f"mode_derivatives must be 'mean' or 'each', got {mode_derivatives!r}")
+    if not (np.isfinite(damping) and damping >= 0):
+        raise ValueError(f"damping must be >= 0, got {damping!r}")
     data, err, use, offsets, prior = _check_inputs(data, err, bad, n_modes, offsets0, prior,
                                                    iterations, fit_radius, center_yx)
     n, k_modes = data.shape[0], int(n_modes)
     evaluate = _Models(model_factory, data.shape[1:], n)
     ivar = [1.0 / err[e][use[e]] ** 2 for e in range(n)]
     obs = [data[e][use[e]] for e in range(n)]
-    coeffs = np.zeros(k_modes)
-    scales = np.ones(n)
     n_par = k_modes + 3 * n
+    n_data = sum(o.size for o in obs)
     eye = np.eye(k_modes) * mode_step
-    converged, steps = False, 0
-    for steps in range(1, int(iterations) + 1):  # noqa: B007 (steps is reported)
+
+    def profiled(e, m0):
+        """Best flux scale of exposure e's model m0 (fitted pixels) and the chi2 with it."""
+        if not np.all(np.isfinite(m0)):
+            raise ValueError(f"exposure {e}: the model has non-finite values on fitted pixels")
+        denom = np.sum(ivar[e] * m0 * m0)
+        if not denom > 0:
+            raise ValueError(f"exposure {e}: the model is zero on the fitted pixels")
+        scale = np.sum(ivar[e] * obs[e] * m0) / denom
+        return scale, float(np.sum(ivar[e] * (obs[e] - scale * m0) ** 2))
+
+    def chi2_at(coeffs, offsets):
+        models = evaluate.at(coeffs)
+        return sum(profiled(e, evaluate(models[e], offsets[e])[use[e]])[1] for e in range(n))
+
+    def penalty_of(coeffs, inflate):
+        return 0.0 if prior is None else float(inflate * np.sum((coeffs / prior) ** 2))
+
+    def linearise(coeffs, offsets):
         base = evaluate.at(coeffs)
         stepped = [evaluate.at(coeffs + eye[k]) for k in range(k_modes)]
         if mode_derivatives == "mean":
@@ -243,8 +313,8 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
                     m_at = evaluate(base[e], at)
                     shared[id(base[e])] = [(evaluate(stepped[k][e], at) - m_at) / mode_step
                                            for k in range(k_modes)]
-        blocks, rhs, weights = [], [], []
-        chi2 = 0.0
+        blocks, rhs = [], []
+        scales, chi2 = np.ones(n), 0.0
         for e in range(n):
             m0 = evaluate(base[e], offsets[e])
             my = evaluate(base[e], offsets[e] + (offset_step, 0.0))
@@ -255,12 +325,7 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
             else:
                 dmodes = [d[use[e]] for d in shared[id(base[e])]]
             m0 = m0[use[e]]
-            if not np.all(np.isfinite(m0)):
-                raise ValueError(f"exposure {e}: the model has non-finite values on fitted pixels")
-            denom = np.sum(ivar[e] * m0 * m0)
-            if not denom > 0:
-                raise ValueError(f"exposure {e}: the model is zero on the fitted pixels")
-            scales[e] = np.sum(ivar[e] * obs[e] * m0) / denom
+            scales[e], chi2_e = profiled(e, m0)
             jac = np.zeros((m0.size, n_par))
             for k in range(k_modes):
                 jac[:, k] = scales[e] * dmodes[k]
@@ -268,33 +333,58 @@ def fit_visit(data, model_factory, *, n_modes, err, bad=None, offsets0=None, pri
             jac[:, col] = scales[e] * (my[use[e]] - m0) / offset_step
             jac[:, col + 1] = scales[e] * (mx[use[e]] - m0) / offset_step
             jac[:, col + 2] = m0
-            resid = obs[e] - scales[e] * m0
             blocks.append(jac)
-            rhs.append(resid)
-            weights.append(ivar[e])
-            chi2 += float(np.sum(ivar[e] * resid**2))
-        jac, resid, w = np.concatenate(blocks), np.concatenate(rhs), np.concatenate(weights)
-        chi2_red = chi2 / max(resid.size - n_par, 1)
+            rhs.append(obs[e] - scales[e] * m0)
+            chi2 += chi2_e
+        jac, resid, w = np.concatenate(blocks), np.concatenate(rhs), np.concatenate(ivar)
+        return jac.T @ (jac * w[:, None]), jac.T @ (w * resid), scales, chi2
+
+    coeffs = np.zeros(k_modes)
+    lam, converged, settled = float(damping), False, False
+    normal, gradient, scales, chi2 = linearise(coeffs, offsets)
+    steps = 1  # linearisations
+    while True:
+        chi2_red = chi2 / max(n_data - n_par, 1)
         inflate = max(chi2_red, 1.0)
-        normal = jac.T @ (jac * w[:, None])
-        gradient = jac.T @ (w * resid)
         if prior is not None:
             penalty = inflate / prior**2
             normal[np.arange(k_modes), np.arange(k_modes)] += penalty
             gradient[:k_modes] -= penalty * coeffs
         try:
-            delta = np.linalg.solve(normal, gradient)
             cov = np.linalg.inv(normal) * inflate
         except np.linalg.LinAlgError:
             raise ValueError("the visit fit is singular: the modes cannot be told apart from "
                              "the offsets and scales (use a prior or fewer modes)") from None
-        coeffs = coeffs + delta[:k_modes]
-        step = delta[k_modes:].reshape(n, 3)
-        offsets = offsets + step[:, :2]
-        scales = scales + step[:, 2]
-        if np.max(np.abs(step[:, :2])) < tol:
+        if settled:  # chi2 no longer decreases: the covariance at this point, no more steps
             converged = True
             break
+        objective = chi2 + penalty_of(coeffs, inflate)
+        taken = None
+        for _ in range(6 if damping > 0 else 1):
+            damped = normal + lam * np.diag(np.diag(normal))
+            delta = np.linalg.solve(damped, gradient)
+            trial_c = coeffs + delta[:k_modes]
+            trial_o = offsets + delta[k_modes:].reshape(n, 3)[:, :2]
+            if damping == 0 or chi2_at(trial_c, trial_o) + penalty_of(trial_c, inflate) < (
+                    objective):
+                taken = (trial_c, trial_o, delta)
+                lam = max(lam / 10.0, 1e-7) if damping > 0 else 0.0
+                break
+            lam = max(lam, 1e-6) * 10.0
+        if taken is None:  # no step lowers chi2: at the minimum, to the derivatives' accuracy
+            converged = True
+            break
+        coeffs, offsets, delta = taken
+        scales = scales + delta[k_modes:].reshape(n, 3)[:, 2]
+        if np.max(np.abs(delta[k_modes:].reshape(n, 3)[:, :2])) < tol:
+            converged = True
+            break
+        if steps >= int(iterations):
+            break
+        normal, gradient, scales, chi2 = linearise(coeffs, offsets)
+        steps += 1
+        settled = damping > 0 and objective - (chi2 + penalty_of(coeffs, inflate)) < (
+            1e-4 * objective)
     errors = np.sqrt(np.diag(cov))
     return VisitFit(offset_yx=offsets, offset_err_yx=errors[k_modes:].reshape(n, 3)[:, :2],
                     coefficients=coeffs, coefficient_err=errors[:k_modes], scale=scales,

@@ -28,9 +28,11 @@ from jwst_klipprep.psf.opd import OpdError, fetch_opd_for_date, pupil_file, read
 from jwst_klipprep.psf.stamps import make_model_callable
 from jwst_klipprep.psf.visit import (
     MODE_SETS,
-    VISIT_FLOOR_MAS,
+    VISIT_PRIORS_NM,
     fit_visit,
+    mode_priors,
     stpsf_mode_factory,
+    visit_floor_mas,
     wavefront_modes,
 )
 from jwst_klipprep.transmission import transmission_map
@@ -39,7 +41,12 @@ __all__ = ["RecenterFramesStep"]
 
 log = logging.getLogger(__name__)
 
-_VISIT_ITERATIONS = 4  # Gauss-Newton steps of the visit fit (benchmarks/bench_recenter.py)
+#: Linearisations of the visit fit at most (Levenberg-Marquardt, which stops earlier when chi2
+#: stops decreasing; benchmarks/bench_recenter.py --visit-iterations)
+_VISIT_ITERATIONS = 8
+#: stpsf pupil grid of a visit fit without an OPD file when pupil_npix is not given (the 61-mode
+#: fit makes ~700 propagations; 256 is ~6x faster than 1024 and is what the benchmark measured)
+_VISIT_NPIX = 256
 _MARGIN = 12  # stamp pixels beyond fit_radius, so the interpolation kernel has model support
 
 #: What the recorded star position means (docs/conventions.rst, "Star position").
@@ -71,15 +78,20 @@ class RecenterFramesStep(KlipPrepStep):
         opd = string(default=None)  # stpsf: telescope wavefront (OPD) file: 2-D FITS in metres on the pupil grid, an OPD cube (with opd_slice), or a MAST wavefront-sensing OPD file; 'auto' = the measured OPD nearest each exposure's date from MAST (network)
         opd_slice = integer(default=None, min=0)  # Slice of an OPD cube
         si_wfe = boolean(default=True)  # stpsf: include the instrument wavefront (when the stpsf data have it); defines the star position convention
-        systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, with OPD and fit_wavefront 3, without 30, builtin/file 30)
-        pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 1024
+        systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, with OPD and fit_wavefront 3 low_order / 2 segments, without OPD 30, without OPD and fit_wavefront=segments 7, builtin/file 30)
+        pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 256 with fit_wavefront, else 1024
         per_integration = boolean(default=False)  # Fit every integration and combine the offsets (False: one fit on the exposure's sigma-clipped integration median)
-        fit_wavefront = option("none", "low_order", default="none")  # stpsf with an OPD file and several exposures: fit the wavefront drift since the OPD (low_order = global focus, astigmatism, coma, trefoil) shared by the exposures, jointly with their star offsets
-        wavefront_prior_nm = float(default=15.0, min=0.1, max=1000.0)  # fit_wavefront: expected drift of each mode since the OPD (nm rms, Gaussian prior)
+        fit_wavefront = option("none", "low_order", "segments", "segments_focus", default="none")  # stpsf, several exposures of a visit: fit the telescope wavefront they share jointly with their star offsets; low_order = global focus, astigmatism, coma, trefoil (the drift since an OPD file: needs --opd); segments = those + piston, tip and tilt of each of the 18 segments; segments_focus = also each segment's focus (both with or without an OPD; slower)
+        wavefront_prior_nm = float(default=None, min=0.1, max=1000.0)  # fit_wavefront: rms of each global mode (Gaussian prior, nm): the drift since the OPD (default 15) or, without an OPD, the wavefront itself (default 12)
+        segment_prior_nm = float(default=None, min=0.1, max=1000.0)  # fit_wavefront=segments: rms of each segment piston, tip, tilt (nm; default 1.5 with an OPD, 6 without)
     """  # noqa: E501
 
     def process(self, step_input):
         """Resolve the PSF model and its optics once, then centre each member."""
+        if self.segment_prior_nm is not None and not self.fit_wavefront.startswith("segments"):
+            raise ParameterError(
+                f"recenter_frames: segment_prior_nm applies to fit_wavefront=segments, not "
+                f"{self.fit_wavefront}")
         if self.psf_model == "file" and not self.psf_file:
             raise ParameterError("recenter_frames: psf_model=file needs psf_file "
                                  "(--psf_file=<FITS file>)")
@@ -96,7 +108,8 @@ class RecenterFramesStep(KlipPrepStep):
                 opd = None
                 if self.opd and str(self.opd).lower() != "auto":
                     opd = read_opd(self.opd, npix=self.pupil_npix, slice=self.opd_slice)
-                npix = opd.npix if opd is not None else int(self.pupil_npix or 1024)
+                npix = opd.npix if opd is not None else int(
+                    self.pupil_npix or (_VISIT_NPIX if self.fit_wavefront != "none" else 1024))
                 pupil_file(stpsf_data_path(), npix)
             except OpdError as exc:
                 raise InputError(f"recenter_frames: {exc}") from None
@@ -126,12 +139,23 @@ class RecenterFramesStep(KlipPrepStep):
         return models
 
     def _check_wavefront_parameters(self):
-        if self._backend != "stpsf" or not self.opd or str(self.opd).lower() == "auto":
+        opd_given = bool(self.opd) and str(self.opd).lower() != "auto"
+        if self._backend != "stpsf" or (str(self.opd or "").lower() == "auto"):
             raise ParameterError(
-                f"recenter_frames: fit_wavefront={self.fit_wavefront} fits the drift of the "
-                "telescope wavefront since a measured OPD: it needs the stpsf model and an OPD "
-                "file (--opd=FILE; not auto). Without an OPD the visit fit was not better than "
-                "the per-exposure fit in the benchmark (docs/steps/recenter_frames.rst)")
+                f"recenter_frames: fit_wavefront={self.fit_wavefront} needs the stpsf model "
+                "(psf_model=stpsf, or auto with a valid $STPSF_PATH) and one telescope wavefront "
+                "for the visit: an OPD file (--opd=FILE) or none, not opd=auto")
+        if self.fit_wavefront == "low_order" and not opd_given:
+            raise ParameterError(
+                "recenter_frames: fit_wavefront=low_order fits the drift of the telescope "
+                "wavefront since a measured OPD: it needs --opd=FILE. Without an OPD the 7 "
+                "global modes were not better than the per-exposure fit in the benchmark; use "
+                "fit_wavefront=segments (docs/steps/recenter_frames.rst)")
+        self._visit_opd = opd_given
+        default_global, default_segment = VISIT_PRIORS_NM[opd_given]
+        self._visit_prior = (
+            default_global if self.wavefront_prior_nm is None else float(self.wavefront_prior_nm),
+            default_segment if self.segment_prior_nm is None else float(self.segment_prior_nm))
 
     def _fit_wavefront(self, measured):
         """Visit fit of the wavefront drift (`jwst_klipprep.psf.visit.fit_visit`) over the
@@ -146,6 +170,8 @@ class RecenterFramesStep(KlipPrepStep):
             groups.setdefault(key, []).append((model, result))
         out = {}
         names = MODE_SETS[self.fit_wavefront]
+        prior = mode_priors(names, global_nm=self._visit_prior[0],
+                            segment_nm=self._visit_prior[1])
         for (filt, coronagraph, shape), group in groups.items():
             files = [m.meta.filename for m, _ in group]
             if len(group) < 2:
@@ -154,8 +180,18 @@ class RecenterFramesStep(KlipPrepStep):
                     f"of {filt} / {coronagraph} (an association of the visit's science and "
                     "reference exposures); this one is alone")
             options = group[0][1]["options"]
-            with fits_open(pupil_file(stpsf_data_path(), options.pupil_npix)) as hdul:
-                modes = wavefront_modes(hdul[0].data, self.fit_wavefront)
+            try:
+                with fits_open(pupil_file(stpsf_data_path(), options.pupil_npix)) as hdul:
+                    pupil = np.asarray(hdul[0].data, float)
+                segments = None
+                if self.fit_wavefront.startswith("segments"):
+                    with fits_open(pupil_file(stpsf_data_path(), options.pupil_npix,
+                                              "segments")) as hdul:
+                        segments = np.asarray(hdul[0].data, int)
+                modes = wavefront_modes(pupil, self.fit_wavefront, segments=segments)
+            except (OpdError, ValueError) as exc:
+                raise InputError(f"recenter_frames: fit_wavefront={self.fit_wavefront}: "
+                                 f"{exc}") from None
             scale = builtin.default_pixel_scale("NIRCAM", filter=filt)
             canonical = builtin.resolve_coronagraph("NIRCAM", coronagraph).name
             centers = np.array([r["center"] for _, r in group], float)
@@ -169,8 +205,9 @@ class RecenterFramesStep(KlipPrepStep):
             start = np.array([r["fit"].combined_yx for _, r in group], float)
             try:
                 vis = fit_visit(data, factory, n_modes=len(modes), err=err, bad=bad,
-                                offsets0=start, prior=self.wavefront_prior_nm,
-                                iterations=_VISIT_ITERATIONS, fit_radius=self.fit_radius,
+                                offsets0=start, prior=prior,
+                                iterations=_VISIT_ITERATIONS,
+                                fit_radius=self.fit_radius,
                                 center_yx=centers)
             except ValueError as exc:
                 raise InputError(f"recenter_frames: the visit fit of {files} failed: "
@@ -178,7 +215,10 @@ class RecenterFramesStep(KlipPrepStep):
             record_ = {
                 "modes": list(names), "mode_set": self.fit_wavefront,
                 "coefficients_nm": vis.coefficients, "coefficient_err_nm": vis.coefficient_err,
-                "prior_nm": float(self.wavefront_prior_nm), "chi2_red": vis.chi2_red,
+                "prior_nm": float(self._visit_prior[0]),
+                "segment_prior_nm": (float(self._visit_prior[1])
+                                     if self.fit_wavefront.startswith("segments") else None),
+                "opd_given": bool(self._visit_opd), "chi2_red": vis.chi2_red,
                 "model_evaluations": int(vis.nmodel),
                 "propagations": int(factory.propagations), "iterations": int(vis.iterations),
                 "converged": bool(vis.converged), "members": files,
@@ -188,11 +228,16 @@ class RecenterFramesStep(KlipPrepStep):
                     "offset_yx": vis.offset_yx[e], "offset_err_yx": vis.offset_err_yx[e],
                     "record": dict(record_, per_exposure_offset_yx=start[e],
                                    per_exposure_offset_err_yx=result["fit"].combined_err_yx)}
-            log.info("recenter_frames: visit fit of the wavefront drift (%s, prior %g nm) over "
-                     "%d exposures of %s: modes %s nm, chi2_red %.1f, %d propagations%s", names,
-                     self.wavefront_prior_nm, len(group), filt,
-                     np.round(vis.coefficients, 1).tolist(), vis.chi2_red,
-                     factory.propagations, "" if vis.converged else " (not converged)")
+            log.info("recenter_frames: visit fit of the telescope wavefront (%s, %d modes, "
+                     "prior %g nm%s, %s) over %d exposures of %s: global modes %s nm, chi2_red "
+                     "%.1f, %d propagations, %d linearisations%s", self.fit_wavefront,
+                     len(names), self._visit_prior[0],
+                     f" global / {self._visit_prior[1]:g} nm segment"
+                     if self.fit_wavefront.startswith("segments") else "",
+                     "drift since the OPD" if self._visit_opd else "no OPD: the whole wavefront",
+                     len(group), filt, np.round(vis.coefficients[:7], 1).tolist(), vis.chi2_red,
+                     factory.propagations, vis.iterations,
+                     "" if vis.converged else " (not converged)")
         return out
 
     def process_model(self, model):
@@ -313,7 +358,8 @@ class RecenterFramesStep(KlipPrepStep):
             name, *offset_yx, *star_err, *(np.multiply(offset_yx, 1000 * scale)),
             float(np.max(stat_err)) * 1000 * scale, floor_mas,
             self._backend, _optics_note(options),
-            "" if visit is None else f", visit fit of the wavefront drift ({self.fit_wavefront})",
+            "" if visit is None else
+            f", visit fit of the telescope wavefront ({self.fit_wavefront})",
             *shift,
             "applied" if self.apply else "recorded for the pipeline",
         )
@@ -330,7 +376,7 @@ class RecenterFramesStep(KlipPrepStep):
         if self.systematic_floor is not None:
             floor = float(self.systematic_floor)
         elif visit is not None:
-            floor = VISIT_FLOOR_MAS
+            floor = visit_floor_mas(self.fit_wavefront, opd_given=self._visit_opd)
         else:
             floor = systematic_floor_mas(
                 self._backend, opd_given=options is not None and (options.opd is not None))
