@@ -522,7 +522,10 @@ def stpsf_mode_factory(*, instrument, filter_name, canonical, shape, center_yx, 
     norm = float(models._stpsf_stamp(*common, 0.0, 0.0, stamp, pixel_scale, oversample, nlambda,
                                      False, options).sum())
     lock = threading.Lock()
-    stamps = {}  # the last propagations, shared by the exposures' placements
+    # the last propagations, shared by the exposures' placements: room for one linearisation
+    # of fit_visit (K + 1 mode settings at the mean offset, 3 offsets and tried steps per
+    # exposure), else every exposure would recompute the mode derivatives
+    stamps, keep = {}, 2 * (len(modes) + 1) + 8 * len(centers) + 16
 
     def propagate(coefficients, opd, offset_yx_px):
         key = (coefficients.tobytes(), round(float(offset_yx_px[0]), 9),
@@ -540,8 +543,8 @@ def stpsf_mode_factory(*, instrument, filter_name, canonical, shape, center_yx, 
                                      normalize="first")
             frame = np.asarray(hdul[0].data, dtype=np.float64).reshape(
                 stamp, oversample, stamp, oversample).sum(axis=(1, 3)) / norm
-            if len(stamps) > 64:
-                stamps.clear()
+            if len(stamps) >= keep:
+                del stamps[next(iter(stamps))]  # the oldest
             stamps[key] = frame
             factory.propagations += 1
             return frame

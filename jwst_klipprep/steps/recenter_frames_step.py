@@ -152,6 +152,10 @@ class RecenterFramesStep(KlipPrepStep):
                 "global modes were not better than the per-exposure fit in the benchmark; use "
                 "fit_wavefront=segments (docs/steps/recenter_frames.rst)")
         self._visit_opd = opd_given
+        try:  # before the fit: a configuration without a measured floor is refused up front
+            visit_floor_mas(self.fit_wavefront, opd_given=opd_given)
+        except ValueError as exc:
+            raise ParameterError(f"recenter_frames: {exc}") from None
         default_global, default_segment = VISIT_PRIORS_NM[opd_given]
         self._visit_prior = (
             default_global if self.wavefront_prior_nm is None else float(self.wavefront_prior_nm),
