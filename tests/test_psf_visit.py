@@ -266,13 +266,32 @@ def test_fit_wavefront_needs_stpsf_and_an_opd_file_for_low_order(monkeypatch):
                                 segment_prior_nm=3.0)
 
 
+def _exposures(model_fn, offsets, shape, mask_yx, *, seed):
+    """Two-integration exposures of ``model_fn`` at each offset (peak 5000, unit noise), mask
+    centre (CRPIX) at ``mask_yx``."""
+    from conftest import make_model
+
+    rng = np.random.default_rng(seed)
+    exposures = []
+    for k, off in enumerate(offsets):
+        frame = model_fn(off)
+        model = make_model(nints=2, ny=shape[0], nx=shape[1], seed=k,
+                           filename=f"jw01234001001_03106_0000{k + 1}_nrcalong_calints.fits")
+        model.data = (5000 * frame / frame.max() + rng.normal(0, 1.0, (2,) + shape)).astype(
+            np.float32)
+        model.err = np.full(model.data.shape, 1.0, np.float32)
+        model.dq = np.zeros(model.data.shape, np.uint32)
+        model.meta.wcsinfo.crpix1, model.meta.wcsinfo.crpix2 = mask_yx[1] + 1, mask_yx[0] + 1
+        exposures.append(model)
+    return exposures
+
+
 @pytest.mark.slow
 @needs_stpsf
 def test_step_visit_fit_removes_the_drift_of_an_older_opd(tmp_path, monkeypatch):
     """Three exposures made with an OPD that drifted (focus + astigmatism, 30-40 nm rms each,
     no coma or trefoil) from the given one: the per-exposure fit is biased alike, the visit fit
     removes it and records the drift."""
-    from conftest import make_model
     from jwst.datamodels import ModelContainer
 
     from jwst_klipprep.base import InputError
@@ -293,18 +312,7 @@ def test_step_visit_fit_removes_the_drift_of_an_older_opd(tmp_path, monkeypatch)
         center_yx=mask_yx, pixel_scale=pixel, nlambda=1, oversample=2, modes=modes,
         options=StpsfOptions(opd=read_opd(tmp_path / "old.fits"), si_wfe=False, pupil_npix=256))
     offsets = np.array([[0.25, -0.3], [-0.2, 0.1], [0.05, 0.35]])  # px (16-22 mas)
-    rng = np.random.default_rng(1)
-    exposures = []
-    for k, off in enumerate(offsets):
-        frame = factory(drift)(off)
-        model = make_model(nints=2, ny=shape[0], nx=shape[1], seed=k,
-                           filename=f"jw01234001001_03106_0000{k + 1}_nrcalong_calints.fits")
-        model.data = (5000 * frame / frame.max() + rng.normal(0, 1.0, (2,) + shape)).astype(
-            np.float32)
-        model.err = np.full(model.data.shape, 1.0, np.float32)
-        model.dq = np.zeros(model.data.shape, np.uint32)
-        model.meta.wcsinfo.crpix1, model.meta.wcsinfo.crpix2 = mask_yx[1] + 1, mask_yx[0] + 1
-        exposures.append(model)
+    exposures = _exposures(factory(drift), offsets, shape, mask_yx, seed=1)
     # no instrument wavefront: two stpsf builds less (the visit fit does not depend on it)
     pars = dict(psf_model="stpsf", opd=str(tmp_path / "old.fits"), fit_radius=10.0, nlambda=1,
                 oversample=2, apply=False, si_wfe=False)
@@ -334,7 +342,6 @@ def test_step_visit_fit_without_an_opd(tmp_path, monkeypatch):
     terms, unknown to the step) biases the per-exposure fits alike; the visit fit fits it from
     zero with the no-OPD priors and floor. The 61-mode set is cut to 6 modes here for speed
     (the full set is measured in benchmarks/bench_recenter.py)."""
-    from conftest import make_model
     from jwst.datamodels import ModelContainer
 
     from jwst_klipprep.psf.models import StpsfOptions
@@ -355,18 +362,7 @@ def test_step_visit_fit_without_an_opd(tmp_path, monkeypatch):
         center_yx=mask_yx, pixel_scale=pixel, nlambda=1, oversample=2, modes=modes,
         options=StpsfOptions(opd=None, si_wfe=False, pupil_npix=256))
     offsets = np.array([[0.25, -0.3], [-0.2, 0.1], [0.05, 0.35]])  # px (16-22 mas)
-    rng = np.random.default_rng(2)
-    exposures = []
-    for k, off in enumerate(offsets):
-        frame = factory(truth_c)(off)
-        model = make_model(nints=2, ny=shape[0], nx=shape[1], seed=k,
-                           filename=f"jw01234001001_03106_0000{k + 1}_nrcalong_calints.fits")
-        model.data = (5000 * frame / frame.max() + rng.normal(0, 1.0, (2,) + shape)).astype(
-            np.float32)
-        model.err = np.full(model.data.shape, 1.0, np.float32)
-        model.dq = np.zeros(model.data.shape, np.uint32)
-        model.meta.wcsinfo.crpix1, model.meta.wcsinfo.crpix2 = mask_yx[1] + 1, mask_yx[0] + 1
-        exposures.append(model)
+    exposures = _exposures(factory(truth_c), offsets, shape, mask_yx, seed=2)
     visit = RecenterFramesStep.call(ModelContainer(exposures), fit_wavefront="segments",
                                     psf_model="stpsf", fit_radius=10.0, nlambda=1,
                                     oversample=2, apply=False, si_wfe=False)
