@@ -787,7 +787,7 @@ def run_issue9(args):
     tmp = Path(args.cache) / "issue9"
     tmp.mkdir(parents=True, exist_ok=True)
     extra = f"_x{args.truth_extra_nm:g}" if args.truth_extra_nm else ""
-    extra += "_ote" if args.truth_ote else ""
+    extra += f"_ote{args.truth_ote_npix}" if args.truth_ote else ""
     opd_now = tmp / f"opd_{args.wfe_nm:g}nm{extra}.fits"
     opd_old = tmp / f"opd_{args.wfe_nm:g}nm{extra}_older15.fits"
     base = make_test_opd(opd_now, rms_nm=args.wfe_nm, seed=args.seed, npix=ISSUE9_NPIX)
@@ -803,17 +803,34 @@ def run_issue9(args):
     if args.truth_ote:  # stpsf's OTE linear model on its 1024 grid: independent of the modes
         from astropy.io import fits as _fits
 
-        npix_truth = 1024
+        npix_truth = args.truth_ote_npix
         ote, info = ote_wfe_opd(args.wfe_nm, args.seed, tmp)
         base = make_test_opd(opd_now, rms_nm=args.wfe_nm, seed=args.seed, npix=npix_truth)
         with _fits.open(opd_now) as hdul:
             base = np.array(ote[0].data, dtype=float)
+            if npix_truth != base.shape[0]:  # pupil-weighted block means, PTT removed again
+                from jwst_klipprep.psf.opd import pupil_file
+
+                f = base.shape[0] // npix_truth
+                fine = _fits.getdata(pupil_file(os.environ["STPSF_PATH"], base.shape[0])) > 0.5
+                inside = _fits.getdata(pupil_file(os.environ["STPSF_PATH"], npix_truth)) > 0.5
+
+                def blocks(a):
+                    return a.reshape(npix_truth, f, npix_truth, f).sum(axis=(1, 3))
+
+                weight = blocks(fine.astype(float))
+                base = np.where(inside & (weight > 0),
+                                blocks(base * fine) / np.maximum(weight, 1), 0.0)
+                yy, xx = np.indices(base.shape)
+                design = np.stack([np.ones(inside.sum()), xx[inside], yy[inside]], axis=1)
+                base[inside] -= design @ np.linalg.lstsq(design, base[inside], rcond=None)[0]
             hdul[0].data = base
             hdul[0].header["OPDORIG"] = ("stpsf OTE linear model", "benchmark truth map")
             hdul.writeto(opd_now, overwrite=True)
         print(f"# truth map: stpsf OTE linear model (seed {args.seed}; segment piston, tilts, "
-              f"RoC + global Zernikes), {info['rms_nm']:.1f} nm rms on the 1024 grid; the "
-              "fitter's models use the 256 grid")
+              f"RoC + global Zernikes), {info['rms_nm']:.1f} nm rms on the 1024 grid, "
+              f"rendered on the {npix_truth} grid; the fitter's models use the {ISSUE9_NPIX} "
+              "grid")
     make_test_opd(opd_old, base=base, drift_nm=15.0, seed=args.seed + 100, npix=npix_truth)
     now, old = read_opd(opd_now), read_opd(opd_old)
     exact = StpsfOptions(si_wfe=True, pupil_npix=ISSUE9_NPIX)
@@ -1058,6 +1075,9 @@ def main(argv=None):
                         help="--issue9: the truth map from stpsf's OTE linear model (segment "
                         "piston, tilts and radius of curvature + global Zernikes, "
                         "ote_wfe_opd) on the 1024 grid instead of make_test_opd's")
+    parser.add_argument("--truth-ote-npix", type=int, default=1024, choices=[256, 1024],
+                        help="--truth-ote: pupil grid the truth frames are rendered on (256: "
+                        "the map block-averaged to the fitter's grid; default 1024)")
     parser.add_argument("--visit-derivatives", nargs="+", default=["mean"],
                         choices=["mean", "each"],
                         help="mode derivatives at the visit's mean offset and/or per exposure")
