@@ -78,19 +78,20 @@ class RecenterFramesStep(KlipPrepStep):
         opd = string(default=None)  # stpsf: telescope wavefront (OPD) file: 2-D FITS in metres on the pupil grid, an OPD cube (with opd_slice), or a MAST wavefront-sensing OPD file; 'auto' = the measured OPD nearest each exposure's date from MAST (network)
         opd_slice = integer(default=None, min=0)  # Slice of an OPD cube
         si_wfe = boolean(default=True)  # stpsf: include the instrument wavefront (when the stpsf data have it); defines the star position convention
-        systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, with OPD and fit_wavefront 3 low_order / 2 segments, without OPD 30, without OPD and fit_wavefront=segments 7, builtin/file 30)
+        systematic_floor = float(default=None, min=0.0, max=1000.0)  # mas per axis (1 sigma) added in quadrature to the star uncertainty for model mismatch; default: the floor measured for the model configuration (stpsf with OPD 6, with OPD and fit_wavefront 3 low_order / 2 segments, without OPD 30, without OPD and fit_wavefront=segments_focus 7 / segments 10, builtin/file 30)
         pupil_npix = integer(default=None, min=64, max=4096)  # stpsf pupil grid (jwst_pupil_RevW_npix<N> must exist; 256 is ~6x faster); default: the OPD file's grid, else 256 with fit_wavefront, else 1024
         per_integration = boolean(default=False)  # Fit every integration and combine the offsets (False: one fit on the exposure's sigma-clipped integration median)
         fit_wavefront = option("none", "low_order", "segments", "segments_focus", default="none")  # stpsf, several exposures of a visit: fit the telescope wavefront they share jointly with their star offsets; low_order = global focus, astigmatism, coma, trefoil (the drift since an OPD file: needs --opd); segments = those + piston, tip and tilt of each of the 18 segments; segments_focus = also each segment's focus (both with or without an OPD; slower)
         wavefront_prior_nm = float(default=None, min=0.1, max=1000.0)  # fit_wavefront: rms of each global mode (Gaussian prior, nm): the drift since the OPD (default 15) or, without an OPD, the wavefront itself (default 12)
-        segment_prior_nm = float(default=None, min=0.1, max=1000.0)  # fit_wavefront=segments: rms of each segment piston, tip, tilt (nm; default 1.5 with an OPD, 6 without)
+        segment_prior_nm = float(default=None, min=0.1, max=1000.0)  # fit_wavefront=segments or segments_focus: rms of each segment mode (piston, tip, tilt, focus; nm; default 1.5 with an OPD, 6 without)
     """  # noqa: E501
 
     def process(self, step_input):
         """Resolve the PSF model and its optics once, then centre each member."""
         if self.segment_prior_nm is not None and not self.fit_wavefront.startswith("segments"):
             raise ParameterError(
-                f"recenter_frames: segment_prior_nm applies to fit_wavefront=segments, not "
+                f"recenter_frames: segment_prior_nm applies to fit_wavefront=segments or "
+                f"segments_focus, not "
                 f"{self.fit_wavefront}")
         if self.psf_model == "file" and not self.psf_file:
             raise ParameterError("recenter_frames: psf_model=file needs psf_file "
@@ -150,7 +151,7 @@ class RecenterFramesStep(KlipPrepStep):
                 "recenter_frames: fit_wavefront=low_order fits the drift of the telescope "
                 "wavefront since a measured OPD: it needs --opd=FILE. Without an OPD the 7 "
                 "global modes were not better than the per-exposure fit in the benchmark; use "
-                "fit_wavefront=segments (docs/steps/recenter_frames.rst)")
+                "fit_wavefront=segments_focus (docs/steps/recenter_frames.rst)")
         self._visit_opd = opd_given
         try:  # before the fit: a configuration without a measured floor is refused up front
             visit_floor_mas(self.fit_wavefront, opd_given=opd_given)
@@ -162,7 +163,7 @@ class RecenterFramesStep(KlipPrepStep):
             default_segment if self.segment_prior_nm is None else float(self.segment_prior_nm))
 
     def _fit_wavefront(self, measured):
-        """Visit fit of the wavefront drift (`jwst_klipprep.psf.visit.fit_visit`) over the
+        """Visit fit of the telescope wavefront (`jwst_klipprep.psf.visit.fit_visit`) over the
         exposures of each filter and mask, started from their per-exposure fits.
 
         Returns {id(model): dict(offset_yx, offset_err_yx, record)}.
